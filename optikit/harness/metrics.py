@@ -1,0 +1,74 @@
+"""Quality metrics: alignment (accuracy, P/R/F1), capability (log loss, Brier, ECE) and fidelity to a baseline."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def alignment(labels: np.ndarray, preds: np.ndarray, label_names: tuple[str, ...]) -> dict[str, Any]:
+    """Accuracy and precision / recall / F1 (macro, weighted, per class), computed by scikit-learn."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    classes = list(range(len(label_names)))
+    out: dict[str, Any] = {"accuracy": float(accuracy_score(labels, preds))}
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=classes, average=avg, zero_division=0)
+        out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
+    p, r, f, s = precision_recall_fscore_support(labels, preds, labels=classes, average=None, zero_division=0)
+    out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                        for i, name in enumerate(label_names)}
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width confidence bins, and the bins themselves (for a reliability diagram)."""
+    confidence = probs.max(axis=-1)
+    correct = (probs.argmax(axis=-1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece, table = 0.0, []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        # Left-open bins, except the first, so a confidence of exactly 1.0 lands in the last bin.
+        mask = (confidence > low) & (confidence <= high) if low > 0 else (confidence >= low) & (confidence <= high)
+        count = int(mask.sum())
+        if count:
+            acc, conf = float(correct[mask].mean()), float(confidence[mask].mean())
+            ece += count / len(labels) * abs(acc - conf)
+        else:
+            acc = conf = 0.0
+        table.append({"low": float(low), "high": float(high), "count": count, "accuracy": acc, "confidence": conf})
+    return float(ece), table
+
+
+def capability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Log loss, Brier score and ECE: how much probability the model puts on the truth, not only the argmax."""
+    from sklearn.metrics import log_loss
+
+    n_classes = probs.shape[1]
+    onehot = np.eye(n_classes)[labels]
+    ece, table = expected_calibration_error(probs, labels, bins)
+    return {"log_loss": float(log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=list(range(n_classes)))),
+            "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
+            "ece": ece, "reliability": table}
+
+
+def per_example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+
+
+def fidelity(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Agreement with the baseline, right→wrong and wrong→right flips, and mean KL(baseline ‖ variant)."""
+    base_pred, pred = base_probs.argmax(-1), probs.argmax(-1)
+    base_ok, ok = base_pred == labels, pred == labels
+    p = np.clip(base_probs, 1e-12, 1.0)
+    q = np.clip(probs, 1e-12, 1.0)
+    return {"agreement": float(np.mean(base_pred == pred)),
+            "flips_right_to_wrong": int(np.sum(base_ok & ~ok)),
+            "flips_wrong_to_right": int(np.sum(~base_ok & ok)),
+            "kl_mean": float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))}

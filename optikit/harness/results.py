@@ -1,0 +1,119 @@
+"""Results: one row per variant, convertible to pandas, JSON and CSV."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optikit._io import write_json_atomic, write_text_atomic
+
+RESULTS_SCHEMA = 1
+
+
+@dataclass
+class VariantResult:
+    id: str
+    name: str
+    format: str
+    lineage: list[str]
+    parent: str | None
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    is_baseline: bool = False
+    runner: dict[str, Any] = field(default_factory=dict)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    tokenization_ms: dict[str, float] = field(default_factory=dict)
+    size: dict[str, Any] = field(default_factory=dict)
+    alignment: dict[str, Any] = field(default_factory=dict)
+    capability: dict[str, Any] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    pass_report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def latency_at(self, batch_size: int) -> dict[str, Any] | None:
+        return next((row for row in self.latency if row["batch_size"] == batch_size), None)
+
+
+@dataclass
+class Results:
+    """What one bench run measured, for every variant against the same baseline on the same data."""
+
+    variants: list[VariantResult]
+    baseline_id: str
+    task: dict[str, Any]
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    schema: int = RESULTS_SCHEMA
+
+    @property
+    def baseline(self) -> VariantResult:
+        return next(v for v in self.variants if v.id == self.baseline_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Results:
+        return cls(variants=[VariantResult(**v) for v in d["variants"]], baseline_id=d["baseline_id"], task=d["task"],
+                   environment=d["environment"], settings=d["settings"], schema=d.get("schema", RESULTS_SCHEMA))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        from optikit.errors import ConfigError
+
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError(f"results file {path} does not exist: pass a results.json written by optikit bench") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is not an optikit results file ({type(exc).__name__}): "
+                              "pass a results.json written by optikit bench") from None
+
+    def to_frame(self) -> Any:
+        """One row per variant: the headline figures, with ratios against the baseline."""
+        import pandas as pd
+
+        base = self.baseline
+        rows = []
+        for v in self.variants:
+            row: dict[str, Any] = {"variant": v.name, "format": v.format, "status": v.status,
+                                   "lineage": " → ".join(v.lineage) or "baseline"}
+            if v.status == "ok":
+                row.update({
+                    "size_mb": v.size["bytes_on_disk"] / 1e6,
+                    "size_ratio": base.size["bytes_on_disk"] / v.size["bytes_on_disk"] if v.size.get("bytes_on_disk") else None,
+                    "parameters": v.size["parameters"], "nonzero_parameters": v.size["nonzero_parameters"],
+                    "accuracy": v.alignment["accuracy"], "f1_macro": v.alignment["f1_macro"],
+                    "f1_weighted": v.alignment["f1_weighted"], "log_loss": v.capability["log_loss"],
+                    "ece": v.capability["ece"], "agreement": v.fidelity.get("agreement"),
+                })
+                for lat in v.latency:
+                    b = lat["batch_size"]
+                    ref = base.latency_at(b)
+                    row[f"p50_ms_b{b}"] = lat["p50_ms"]
+                    row[f"p99_ms_b{b}"] = lat["p99_ms"]
+                    row[f"throughput_b{b}"] = lat["throughput_per_s"]
+                    row[f"speedup_b{b}"] = ref["p50_ms"] / lat["p50_ms"] if ref and lat["p50_ms"] else None
+            else:
+                row["error"] = v.error
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def write(self, out: Path) -> dict[str, Path]:
+        """results.json, results.csv and report.html under `out`, each written atomically."""
+        from optikit.report.html import render_html
+
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "results.json", "csv": out / "results.csv", "html": out / "report.html"}
+        write_json_atomic(paths["json"], self.to_dict())
+        write_text_atomic(paths["csv"], self.to_frame().to_csv(index=False))
+        write_text_atomic(paths["html"], render_html(self))
+        return paths
+
+    def to_html(self, path: str | Path) -> Path:
+        from optikit.report.html import render_html
+
+        write_text_atomic(Path(path), render_html(self))
+        return Path(path)

@@ -1,0 +1,184 @@
+"""export-onnx: torch or Hugging Face → ONNX (dynamo exporter), validated against the source's logits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from optikit.config import require
+from optikit.errors import PassError
+from optikit.models import PIXEL_INPUT, Encoder, copy_tokenizer, load_module
+from optikit.passes.base import Pass, PassContext, PassOutput
+from optikit.variant import Format, Variant
+
+VALIDATION_EXAMPLES = 64
+
+
+@dataclass(frozen=True)
+class ExportOnnxConfig:
+    opset: int = 20
+    dynamic_batch: bool = True
+    dynamic_sequence: bool = True
+    tolerance: float = 1e-3  # max |logit difference| accepted against the source model
+    min_agreement: float = 0.995  # share of validation predictions that must match the source
+    optimize: Literal["none", "basic", "extended", "all"] = "none"  # ONNX Runtime graph optimization, saved offline
+
+    def __post_init__(self) -> None:
+        require(13 <= self.opset <= 23, f"opset must be in 13..23, got {self.opset}")
+        require(self.tolerance > 0, f"tolerance must be > 0, got {self.tolerance}")
+        require(0 < self.min_agreement <= 1, f"min_agreement must be in (0, 1], got {self.min_agreement}")
+
+
+class _LogitsOnly:
+    """Wraps a Hugging Face classifier so the exported graph has named tensor inputs and one `logits` output."""
+
+    @staticmethod
+    def wrap(module: Any) -> Any:
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).logits
+
+        return Wrapper(module)
+
+
+def export_module(module: Any, feeds: dict[str, np.ndarray], path: Path, config: ExportOnnxConfig) -> None:
+    """Exports with torch.export (dynamo); `feeds` must have batch ≥ 2 or the exporter specialises the batch to 1."""
+    import logging
+
+    import torch
+    from torch.export import Dim
+
+    # The exporter logs a warning per missing torchvision op on every export; none of them matter here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    names = list(feeds)
+    args = tuple(torch.from_numpy(feeds[n]) for n in names)
+    batch = Dim("batch", min=1, max=4096) if config.dynamic_batch else None
+    sequence = Dim("sequence", min=1, max=4096) if config.dynamic_sequence else None
+    shapes: list[Any] = []
+    for n in names:
+        axes: dict[int, Any] = {}
+        if batch is not None:
+            axes[0] = batch
+        if n != PIXEL_INPUT and sequence is not None:
+            axes[1] = sequence
+        shapes.append(axes or None)
+    try:
+        program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["logits"],
+                                    dynamic_shapes=tuple(shapes), opset_version=config.opset, verbose=False,
+                                    optimize=True, report=False)
+    except Exception as exc:
+        raise PassError(f"ONNX export failed at {_failing_site(exc)}: {_first_line(exc)}; try another opset "
+                        "(export-onnx:opset=17) or report the module") from exc
+    if program is None:
+        raise PassError("the ONNX exporter returned no program: update torch / onnxscript")
+    program.save(str(path), external_data=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exporter's own summary line (`<class 'X'>: why`) when it has one, else the first line."""
+    import re
+
+    text = str(exc).strip()
+    summary = re.search(r"<class '([\w.]+)'>: (.+)", text)
+    if summary:
+        return f"{summary.group(1).rsplit('.', 1)[-1]}: {summary.group(2)[:300]}"
+    return re.sub(r"\x1b\[[0-9;]*m", "", text.splitlines()[0])[:300] if text else type(exc).__name__
+
+
+def _failing_site(exc: BaseException) -> str:
+    """The module or op the exporter names in its traceback, so the user knows what to look at."""
+    import re
+
+    text = "".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e)
+    for pattern in (r"(aten::[\w.]+)", r"(torch\.ops\.[\w.]+)", r"module '([\w.]+)'", r"in (\w+Module|\w+\.forward)"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    return type(exc).__name__
+
+
+def compare_logits(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {"max_abs_diff": float(np.max(np.abs(a - b))) if a.size else 0.0,
+            "agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.size else 1.0}
+
+
+def validate_against(source: Variant, exported: Variant, ctx: PassContext) -> dict[str, float]:
+    """Runs source and export on validation examples; returns max |Δlogit| and prediction agreement."""
+    from optikit.runners import load_runner
+
+    data = ctx.split(source, "validation")
+    data = data.take(list(range(min(VALIDATION_EXAMPLES, len(data)))))
+    encoder = Encoder(source)
+    ref_runner = load_runner(source, ctx.threads)
+    new_runner = load_runner(exported, ctx.threads)
+    ref, new = [], []
+    for feeds in encoder.batches(data, 16):
+        ref.append(ref_runner.logits(feeds))
+        new.append(new_runner.logits(feeds))
+    return compare_logits(np.concatenate(ref), np.concatenate(new))
+
+
+def optimize_graph(path: Path, level: str, threads: int) -> None:
+    """Saves ONNX Runtime's optimized graph in place of the exported one."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[level]
+    options.intra_op_num_threads = threads
+    optimized = path.with_name("model.optimized.onnx")
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized.replace(path)
+
+
+class ExportOnnx(Pass):
+    """Exports a torch or Hugging Face classifier to ONNX and checks it against the source.
+
+    Example:
+        optikit compress digits-cnn --pass export-onnx
+        optikit compress minilm-tags --pass export-onnx:opset=18,tolerance=1e-4
+    """
+
+    name = "export-onnx"
+    Config = ExportOnnxConfig
+    accepts: ClassVar[frozenset[str]] = frozenset({"torch", "hf"})
+    summary = "torch / HF → ONNX (dynamo exporter), validated against the source logits"
+    config: ExportOnnxConfig
+
+    def output_format(self, input_format: str) -> Format:
+        return "onnx"
+
+    def apply(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+        import dataclasses
+
+        module = load_module(variant)
+        encoder = Encoder(variant)
+        sample = ctx.split(variant, "validation")
+        sample = sample.take(list(range(min(2, len(sample)))))
+        feeds = encoder.encode(sample.inputs)
+        if variant.format == "hf":
+            module = _LogitsOnly.wrap(module)
+            copy_tokenizer(variant.path, out)
+        export_module(module, feeds, out / "model.onnx", self.config)
+        if self.config.optimize != "none":
+            optimize_graph(out / "model.onnx", self.config.optimize, ctx.threads)
+        exported = dataclasses.replace(variant, format="onnx", path=out)
+        check = validate_against(variant, exported, ctx)
+        if check["max_abs_diff"] > self.config.tolerance or check["agreement"] < self.config.min_agreement:
+            raise PassError(f"the ONNX export differs from {variant.name}: max |Δlogit| {check['max_abs_diff']:.2e} "
+                            f"(tolerance {self.config.tolerance:g}), agreement {check['agreement']:.3f}; raise "
+                            "export-onnx:tolerance=… only if that difference is acceptable")
+        return PassOutput("onnx", {"validation": check, "opset": self.config.opset,
+                                   "optimize": self.config.optimize})

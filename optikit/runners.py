@@ -1,0 +1,102 @@
+"""Runners: one interface (`logits(feeds)`) over torch eager and ONNX Runtime, so every measurement is one code path."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from optikit.errors import MeasurementError, ModelLoadError
+from optikit.models import load_module, torch_forward
+from optikit.variant import Variant
+
+
+def default_threads() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+
+
+class Runner(ABC):
+    """Loads a variant for inference; `logits` takes the encoder's named arrays and returns float32 logits."""
+
+    backend: str
+
+    def __init__(self, variant: Variant, threads: int, device: str = "cpu") -> None:
+        self.variant = variant
+        self.threads = threads
+        self.device = device
+
+    @abstractmethod
+    def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def synchronize(self) -> None:
+        """Waits for queued device work; a no-op on the CPU."""
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.backend, "threads": self.threads, "device": self.device}
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, variant: Variant, threads: int, device: str = "cpu") -> None:
+        import torch
+
+        super().__init__(variant, threads, device)
+        torch.set_num_threads(threads)
+        self._torch = torch
+        self.module = load_module(variant).to(device)
+
+    def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items()}
+            out = torch_forward(self.module, tensors)
+        return out.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
+
+
+class OrtRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, variant: Variant, threads: int, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        super().__init__(variant, threads, device)
+        options = ort.SessionOptions()
+        # Explicit thread counts: ORT's default takes every core, which makes runs incomparable across machines.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise MeasurementError("onnxruntime has no CUDA provider here: install onnxruntime-gpu or use --device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(variant.path / "model.onnx"), options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ModelLoadError(f"onnxruntime cannot load {variant.path / 'model.onnx'}: "
+                                 f"{str(exc).splitlines()[0][:200]}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.providers = self.session.get_providers()
+
+    def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.session.run(None, {k: feeds[k] for k in self.input_names if k in feeds})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "providers": self.providers}
+
+
+def load_runner(variant: Variant, threads: int | None = None, device: str = "cpu") -> Runner:
+    threads = threads or default_threads()
+    if variant.format in ("torch", "hf"):
+        return TorchRunner(variant, threads, device)
+    if variant.format == "onnx":
+        return OrtRunner(variant, threads, device)
+    raise ModelLoadError(f"no runner for format {variant.format!r}")

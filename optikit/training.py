@@ -1,0 +1,146 @@
+"""Training loop shared by teachers, fine-tuning after pruning, and distillation: seeded, with a progress bar."""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optikit.config import require
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from optikit.data import Dataset
+    from optikit.models import Encoder
+
+# loss(logits, labels, feeds, batch_indices) -> scalar tensor; distillation passes its own.
+LossFn = Callable[["torch.Tensor", "torch.Tensor", dict[str, Any], np.ndarray], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    seed: int = 0
+    patience: int = 0  # early stopping: epochs without a better validation loss before stopping (0 = off)
+    shift_augment: int = 0  # images only: shift each training image by up to this many pixels
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        require(self.patience >= 0, f"patience must be ≥ 0, got {self.patience}")
+        require(self.shift_augment >= 0, f"shift_augment must be ≥ 0, got {self.shift_augment}")
+
+
+def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Moves each image by a random offset in [-max_shift, max_shift]², filling with zeros (the background)."""
+    out = np.zeros_like(images)
+    h, w = images.shape[-2:]
+    for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(len(images), 2))):
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        out[i, ..., yd, xd] = images[i, ..., ys, xs]
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _to_tensors(feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+
+def evaluate_loss(module: nn.Module, data: Dataset, encoder: Encoder, batch_size: int = 64) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `module` on `data`."""
+    import torch
+    import torch.nn.functional as F
+
+    from optikit.models import torch_forward
+
+    module.eval()
+    total = correct = 0.0
+    with torch.inference_mode():
+        for start, feeds in zip(range(0, len(data), batch_size), encoder.batches(data, batch_size), strict=True):
+            labels = torch.from_numpy(data.labels[start:start + batch_size])
+            logits = torch_forward(module, _to_tensors(feeds))
+            total += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += float((logits.argmax(-1) == labels).sum())
+    return total / max(len(data), 1), correct / max(len(data), 1)
+
+
+def fit(module: nn.Module, train: Dataset, encoder: Encoder, config: TrainConfig, *,
+        validation: Dataset | None = None, loss_fn: LossFn | None = None, desc: str = "training") -> list[dict[str, float]]:
+    """Trains `module` in place with AdamW and a linear schedule; keeps the best validation-loss weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from optikit.models import torch_forward
+    from optikit.progress import progress_bar
+
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    warmup = int(total_steps * config.warmup_ratio)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    history: list[dict[str, float]] = []
+    best_loss, best_state, stale = math.inf, None, 0
+    with progress_bar(desc, total_steps) as advance:
+        for epoch in range(config.epochs):
+            module.train()
+            order = rng.permutation(len(train))
+            running = 0.0
+            for start in range(0, len(order), config.batch_size):
+                idx = order[start:start + config.batch_size]
+                batch = train.take(idx)
+                inputs = batch.inputs
+                if config.shift_augment and batch.kind == "image":
+                    inputs = shift_images(inputs, config.shift_augment, rng)
+                feeds = _to_tensors(encoder.encode(inputs))
+                labels = torch.from_numpy(batch.labels)
+                logits = torch_forward(module, feeds)
+                loss = loss_fn(logits, labels, feeds, idx) if loss_fn else F.cross_entropy(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                running += float(loss.detach()) * len(idx)
+                advance(1)
+            row = {"epoch": epoch + 1, "train_loss": running / len(train)}
+            if validation is not None and len(validation):
+                row["val_loss"], row["val_accuracy"] = evaluate_loss(module, validation, encoder)
+                if row["val_loss"] < best_loss - 1e-6:
+                    best_loss, stale = row["val_loss"], 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    stale += 1
+            history.append(row)
+            if config.patience and stale >= config.patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history
