@@ -13,9 +13,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps kebab-case names to plugins; built-ins and third parties both arrive through `group`."""
 
-    def __init__(self, group: str, kind: str) -> None:
+    def __init__(self, group: str, kind: str, plural: str | None = None) -> None:
         self.group = group
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._loaded: dict[str, T] = {}
         self._loaders: dict[str, Callable[[], T]] | None = None
 
@@ -48,7 +49,7 @@ class Registry(Generic[T]):
         loader = self._discover().get(name)
         if loader is None:
             known = ", ".join(self.names()) or "none"
-            raise UnknownPluginError(f"unknown {self.kind} {name!r}: known {self.kind}s are {known}")
+            raise UnknownPluginError(f"unknown {self.kind} {name!r}: known {self.plural} are {known}")
         plugin = loader()
         self._loaded[name] = plugin
         return plugin

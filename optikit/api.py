@@ -10,6 +10,8 @@ from optikit.harness.bench import BenchConfig
 from optikit.harness.bench import bench as _bench
 from optikit.harness.latency import LatencyConfig
 from optikit.harness.results import Results
+from optikit.harness.significance import SignificanceConfig
+from optikit.harness.timing import SpeedupConfig
 from optikit.passes.base import Pass, PassContext, make_pass, plan_chain, run_chain
 from optikit.runners import default_threads
 from optikit.teach import optikit_home, resolve_model, teach
@@ -51,13 +53,28 @@ def compress(model: ModelSpec, passes: Sequence[PassSpec], **kwargs: Any) -> Var
 
 def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_sizes: Sequence[int] = (1, 32),
           min_iterations: int = 30, min_seconds: float = 1.0, device: str = "cpu", pad_to: int | None = None,
-          fail_fast: bool = False) -> Results:
-    """Measures every variant against the first (the baseline) on the baseline's test split."""
+          fail_fast: bool = False, suite: str = "auto", slices: Mapping[str, Any] | Sequence[str] | None = None,
+          resamples: int = 1000, seed: int = 0, speedup_rounds: int = 20, isolate: bool = True,
+          data: Any = None) -> Results:
+    """Measures every variant against the first (the baseline) on the baseline's test split.
+
+    `suite`: "auto", "none", a built-in suite name or a suite file (see optikit/suites/minilm-tags.toml).
+    `slices`: spec strings (`["tag=mlops", "words<20"]`) or a mapping name → spec string or callable
+    `fn(frame) -> bool mask`. `resamples` and `seed` drive the paired bootstrap; `speedup_rounds` the
+    interleaved baseline/variant timing.
+
+    Example:
+        results = optikit.bench(["digits-cnn", int8], suite="digits", slices={"odd": lambda f: f.index % 2 == 1})
+        print(results.to_frame()[["variant", "accuracy_delta", "quadrant"]])
+    """
     resolved = [_variant(v) for v in variants]
+    named = dict(slices) if isinstance(slices, Mapping) else {s: s for s in (slices or ())}
     config = BenchConfig(latency=LatencyConfig(batch_sizes=tuple(batch_sizes), min_iterations=min_iterations,
                                                min_seconds=min_seconds),
-                         threads=threads or 0, device=device, pad_to=pad_to)
-    return _bench(resolved, config, fail_fast=fail_fast)
+                         speedup=SpeedupConfig(rounds=speedup_rounds, seed=seed),
+                         significance=SignificanceConfig(resamples=resamples, seed=seed),
+                         threads=threads or 0, device=device, pad_to=pad_to, suite=suite, isolate=isolate)
+    return _bench(resolved, config, data=data, fail_fast=fail_fast, slices=named)
 
 
 def default_report_dir(root: str | Path = "reports") -> Path:

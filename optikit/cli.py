@@ -83,37 +83,98 @@ def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, 
         click.echo(f"{v.name}{auto}\n  {v.path}")
 
 
+EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not good enough
+
+
 @cli.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1, required=True, metavar="MATRIX.toml | VARIANT...")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default reports/<run>/).")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeatable; default 1 and 32.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None, help="Timing per batch size (default 1.0).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--fail-fast", is_flag=True)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed variant or matrix cell.")
+@click.option("--gate", is_flag=True, help="Matrix: exit 1 when a gate rule fails, naming each rule.")
+@click.option("--resume", is_flag=True, help="Matrix: rerun only cells without a finished record in --out.")
+@click.option("--data", type=click.Path(path_type=Path), help="Matrix: data file for its text teachers "
+              "(else $OPTIKIT_MADEWITHML or the matrix's default).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
-          min_seconds: float, device: str, fail_fast: bool) -> None:
-    """Measure variants (the first is the baseline) and write results.json, results.csv and report.html."""
+          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None) -> None:
+    """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
+
+    Writes results.json, results.csv, summary.md and report.html.
+    """
     from optikit import api
     from optikit.report.table import print_table
 
-    results = api.bench(list(models), threads=threads, batch_sizes=batch_sizes or (1, 32), min_seconds=min_seconds,
-                        device=device, fail_fast=fail_fast)
-    paths = results.write(out or api.default_report_dir())
+    if len(models) == 1 and models[0].endswith(".toml"):
+        _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data)
+        return
+    for flag, used in (("--gate", gate), ("--resume", resume), ("--data", data)):
+        if used:
+            raise click.UsageError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
+    results = api.bench(list(models), threads=threads, batch_sizes=batch_sizes or (1, 32),
+                        min_seconds=1.0 if min_seconds is None else min_seconds, device=device, fail_fast=fail_fast)
+    from optikit.report.outputs import write_outputs
+
+    paths = write_outputs(results, out or api.default_report_dir())
     print_table(results)
-    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
+    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
+
+
+def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
+                  min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
+                  data: Path | None) -> None:
+    from dataclasses import replace
+
+    from optikit import api
+    from optikit.matrix import bench_matrix, load_matrix, with_data
+
+    matrix = with_data(load_matrix(path), str(data) if data else None)
+    # Command-line settings override the file, so one matrix serves a quick local look and the full CI run.
+    if threads:
+        matrix = replace(matrix, threads=threads)
+    if batch_sizes:
+        matrix = replace(matrix, batch_sizes=tuple(batch_sizes))
+    if min_seconds is not None:
+        matrix = replace(matrix, latency=replace(matrix.latency, min_seconds=min_seconds))
+    if device != "cpu":
+        matrix = replace(matrix, devices=(device,))
+    if resume and out is None:
+        raise click.UsageError("--resume needs the --out folder of the run to resume")
+    outcome = bench_matrix(matrix, out or api.default_report_dir(), resume=resume, fail_fast=fail_fast,
+                           echo=lambda s: click.echo(s, err=True))
+    click.echo(outcome.paths["md"].read_text(encoding="utf-8"))
+    click.echo(f"wrote {outcome.run.out}")
+    if fail_fast and outcome.failed_cells:
+        click.echo(f"optikit: stopped at the first failed cell: {outcome.failed_cells[0]}", err=True)
+        sys.exit(EXIT_GATE)
+    if gate and not outcome.gate_passed:
+        for o in outcome.gate:
+            if not o.passed:
+                click.echo(f"optikit: gate rule {o.rule} failed: {o.detail}", err=True)
+        sys.exit(EXIT_GATE)
 
 
 @cli.command()
 @click.argument("results_path", metavar="RESULTS.json", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file (default beside RESULTS).")
-def report(results_path: Path, out: Path | None) -> None:
-    """Re-render the HTML report from a saved results.json."""
+@click.option("--against", type=click.Path(path_type=Path), metavar="OLD.json",
+              help="An earlier results.json: show what got better or worse.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.html and summary.md (default beside RESULTS).")
+@click.option("--budget", type=click.FloatRange(min=0), help="Macro-F1 loss budget in points for the verdict.")
+def report(results_path: Path, against: Path | None, out: Path | None, budget: float | None) -> None:
+    """Re-render report.html and summary.md from a saved results.json (nothing is re-run)."""
     from optikit.harness.results import Results
+    from optikit.report.outputs import write_outputs
 
     results = Results.load(results_path)
-    path = results.to_html(out or results_path.with_name("report.html"))
-    click.echo(str(path))
+    old = Results.load(against) if against else None
+    target = out or results_path.parent
+    paths = write_outputs(results, target, against=old, against_name=str(against) if against else None,
+                          budget_points=budget, write_json=target.resolve() != results_path.parent.resolve())
+    click.echo(paths["md"].read_text(encoding="utf-8"))
+    click.echo(str(paths["html"]))
 
 
 @cli.command(name="passes")

@@ -1,6 +1,7 @@
 """Models: architectures that torch-format variants are rebuilt from, input encoding, loading and saving weights."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
 # Builders: name -> callable(**kwargs) -> nn.Module. Weights are stored as safetensors; the architecture is
 # rebuilt from its recorded kwargs, so loading never unpickles.
 architectures: Registry[Callable[..., Any]] = Registry("optikit.architectures", "architecture")
+
+# Architecture key of a variant quantized by torch at load time (quantize:backend=torch). torch's quantized
+# modules only serialize through pickle, so the variant keeps its fp32 weights and this recipe; dynamic
+# quantization is a pure function of those weights, so every load rebuilds the same int8 model.
+RUNTIME_QUANTIZATION = "runtime_quantization"
 
 PIXEL_INPUT = "pixel_values"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -47,11 +53,32 @@ def build_architecture(spec: dict[str, Any]) -> nn.Module:
 
 
 def load_module(variant: Variant) -> nn.Module:
-    """The torch module of a torch or hf variant, in eval mode."""
+    """The torch module of a torch or hf variant, in eval mode (int8 if its manifest says to quantize it)."""
+    recipe = variant.architecture.get(RUNTIME_QUANTIZATION)
+    module = _load_fp32_module(variant)
+    return apply_runtime_quantization(module, recipe) if recipe else module
+
+
+def apply_runtime_quantization(module: nn.Module, recipe: dict[str, Any]) -> nn.Module:
+    """Re-applies torch dynamic int8 quantization as recorded by quantize:backend=torch."""
+    import torch
+
+    if recipe.get("kind") != "torch-dynamic":
+        raise ModelLoadError(f"unknown runtime quantization {recipe.get('kind')!r}: upgrade optikit")
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    qconfig = per_channel_dynamic_qconfig if recipe.get("per_channel") else default_dynamic_qconfig
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (STACK.md)
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(module, {name: qconfig for name in recipe["modules"]},
+                                                      dtype=torch.qint8).eval()
+
+
+def _load_fp32_module(variant: Variant) -> nn.Module:
     if variant.format == "torch":
         from safetensors.torch import load_file
 
-        module = build_architecture(variant.architecture)
+        module = build_architecture({k: v for k, v in variant.architecture.items() if k != RUNTIME_QUANTIZATION})
         try:
             state = load_file(str(variant.path / "model.safetensors"))
             module.load_state_dict(state)

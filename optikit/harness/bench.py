@@ -1,91 +1,94 @@
-"""The harness: every variant measured against the baseline on the same test split, by the same code path."""
+"""The harness: every variant measured against the baseline on the same test split, by the same code path.
+
+Each variant is measured in a process of its own (isolation.py); the parent turns the probabilities the
+children return into every quality figure and every comparison with the baseline.
+"""
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from optikit.config import require
-from optikit.errors import ConfigError, OptikitError
+from optikit.errors import ConfigError, MeasurementError, OptikitError
+from optikit.harness.behavioral import Suite, auto_suite, behavioral, case_outcomes, load_suite
 from optikit.harness.environment import environment
-from optikit.harness.latency import Latency, LatencyConfig, time_calls
-from optikit.harness.metrics import alignment, capability, fidelity, softmax
+from optikit.harness.isolation import Measured, measure_variant
+from optikit.harness.latency import LatencyConfig
+from optikit.harness.metrics import alignment, capability, fidelity
+from optikit.harness.quadrant import quadrant
 from optikit.harness.results import Results, VariantResult
-from optikit.harness.size import measure_size
-from optikit.models import Encoder
+from optikit.harness.significance import SignificanceConfig, ratio_interval, significance, speedup_verdict
+from optikit.harness.slices import per_slice, slice_masks
+from optikit.harness.timing import SpeedupConfig
 from optikit.progress import say
-from optikit.runners import default_threads, load_runner
+from optikit.runners import default_threads
 from optikit.variant import Variant
-
-LATENCY_DISTINCT_BATCHES = 16  # timed calls cycle through this many real batches (real lengths, not one shape)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    speedup: SpeedupConfig = field(default_factory=SpeedupConfig)
+    significance: SignificanceConfig = field(default_factory=SignificanceConfig)
     threads: int = 0  # 0: min(cores, 8)
     device: str = "cpu"
     split: str = "test"
     eval_batch_size: int = 64
     pad_to: int | None = None  # text only: fixed-shape mode pads every batch to this length
+    isolate: bool = True  # one fresh process per variant; False measures in this process (debugging only)
+    timeout_s: float = 3600.0  # a child that runs longer is recorded as failed
+    suite: str = "auto"  # "auto" (the built-in suite for the task, if any), "none", a built-in name or a path
+    slices: tuple[str, ...] = ()  # column filters: "tag=mlops", "words<20"; callables go through the API
+    max_flipped: int = 50  # flipped examples listed per variant (all are counted)
 
     def __post_init__(self) -> None:
         require(self.threads >= 0, f"threads must be ≥ 0, got {self.threads}")
         require(self.split in ("test", "validation", "calibration", "train"), f"unknown split {self.split!r}")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda, got {self.device!r}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1, got {self.eval_batch_size}")
+        require(self.pad_to is None or self.pad_to >= 2, f"pad_to must be ≥ 2, got {self.pad_to}")
+        require(self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}")
+
+    def settings(self, threads: int) -> dict[str, Any]:
+        d = asdict(self)
+        d["threads"] = threads
+        return d
 
 
-@dataclass
-class _Outputs:
-    probs: np.ndarray
-    preds: np.ndarray
+def _job(variant: Variant, baseline: Variant | None, config: BenchConfig, threads: int) -> dict[str, Any]:
+    return {"variant": str(variant.path), "variant_id": variant.id, "variant_name": variant.name,
+            "baseline": str(baseline.path) if baseline is not None else None, "threads": threads,
+            "device": config.device, "eval_batch_size": config.eval_batch_size, "pad_to": config.pad_to,
+            "latency": asdict(config.latency), "speedup": asdict(config.speedup)}
 
 
-def _latency_batches(encoder: Encoder, data: Any, batch_size: int, pad_to: int | None) -> list[dict[str, np.ndarray]]:
-    n = len(data)
-    batches = []
-    for i in range(LATENCY_DISTINCT_BATCHES):
-        idx = [(i * batch_size + j) % n for j in range(batch_size)]
-        batches.append(encoder.encode(data.take(idx).inputs, pad_to))
-    return batches
+def _suite(config: BenchConfig, baseline: Variant, full: Any, split: Any) -> Suite | None:
+    spec = config.suite
+    if spec == "auto":
+        spec = auto_suite(split.kind, tuple(split.label_names), baseline.data.source) or "none"
+    if spec == "none":
+        return None
+    return load_suite(spec, tuple(split.label_names), full, baseline.splits.train, split)
 
 
-def _measure_one(variant: Variant, data: Any, config: BenchConfig, threads: int) -> tuple[VariantResult, _Outputs]:
-    runner = load_runner(variant, threads, config.device)
-    encoder = Encoder(variant)
-    result = VariantResult(id=variant.id, name=variant.name, format=variant.format,
-                           lineage=[s.label() for s in variant.lineage], parent=variant.parent,
-                           runner=runner.info(), pass_report=variant.report)
-    logits = np.concatenate([runner.logits(f) for f in encoder.batches(data, config.eval_batch_size, config.pad_to)])
-    probs = softmax(logits)
-    preds = probs.argmax(-1)
-    result.alignment = alignment(data.labels, preds, data.label_names)
-    result.capability = capability(data.labels, probs)
-    for b in config.latency.batch_sizes:
-        batches = _latency_batches(encoder, data, b, config.pad_to)
-        cursor = iter(range(10**9))
-
-        def call(batches: list[dict[str, np.ndarray]] = batches) -> None:
-            runner.logits(batches[next(cursor) % len(batches)])
-
-        samples = time_calls(call, config.latency, runner.synchronize)
-        result.latency.append(Latency.from_samples(b, samples).to_dict())
-        if data.kind == "text":
-            texts = [data.take([(j * b + k) % len(data) for k in range(b)]).inputs for j in range(8)]
-            start = time.perf_counter()
-            for t in texts:
-                encoder.encode(t, config.pad_to)
-            result.tokenization_ms[str(b)] = (time.perf_counter() - start) * 1e3 / len(texts)
-    result.size = measure_size(variant).to_dict()
-    return result, _Outputs(probs, preds)
+def _speedup(measured: Measured, config: SpeedupConfig) -> list[dict[str, Any]]:
+    out = []
+    for r in measured.figures.get("speedup_rounds", []):
+        ratio, low, high = ratio_interval(np.array(r["baseline"]), np.array(r["variant"]), config.resamples, config.seed)
+        out.append({"batch_size": r["batch_size"], "ratio": ratio, "low": low, "high": high,
+                    "rounds": len(r["variant"]), "verdict": speedup_verdict(low, high)})
+    return out
 
 
 def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, data: Any = None,
-          fail_fast: bool = False) -> Results:
-    """Measures `variants` (the first is the baseline) on the baseline's split; a failing variant is recorded."""
+          fail_fast: bool = False, slices: Mapping[str, str | Callable[[Any], Any]] | None = None) -> Results:
+    """Measures `variants` (the first is the baseline) on the baseline's split; a failing variant is recorded.
+
+    `slices` adds named subsets: a spec string (`"tag=mlops"`, `"words<20"`) or a callable frame → bool mask.
+    """
     from optikit.teach import dataset_for
 
     if not variants:
@@ -98,34 +101,76 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
             raise ConfigError(f"{v.name} predicts other labels than {baseline.name}: bench variants of one teacher")
     full = data if data is not None else dataset_for(baseline)
     split = full.take(getattr(baseline.splits, config.split))
+    # User errors (a bad suite file, a slice on a missing column) surface before minutes of measuring.
+    suite = _suite(config, baseline, full, split)
+    masks = slice_masks(split.frame, split.texts() if split.kind == "text" else None,
+                        {**{s: s for s in config.slices}, **(slices or {})}, len(split))
+    texts = split.texts()
     rows: list[VariantResult] = []
-    base_out: _Outputs | None = None
+    base: tuple[VariantResult, Measured] | None = None
+    base_outcomes: dict[str, bool] | None = None
     for v in variants:
         say(f"measuring {v.name} ({v.format}) …")
+        row = VariantResult(id=v.id, name=v.name, format=v.format, lineage=[s.label() for s in v.lineage],
+                            parent=v.parent, pass_report=v.report)
         try:
-            row, out = _measure_one(v, split, config, threads)
+            measured = measure_variant(_job(v, baseline if base is not None else None, config, threads), split.inputs,
+                                       suite.inputs if suite is not None else None, isolate=config.isolate,
+                                       timeout_s=config.timeout_s)
         except OptikitError as exc:
             if fail_fast:
                 raise
-            rows.append(VariantResult(id=v.id, name=v.name, format=v.format, lineage=[s.label() for s in v.lineage],
-                                      parent=v.parent, status="failed", error=str(exc)))
+            row.status, row.error = "failed", str(exc)
+            rows.append(row)
+            if base is None:
+                raise MeasurementError(f"the baseline {baseline.name} could not be measured: {exc}") from None
             continue
-        if base_out is None:
-            base_out, row.is_baseline = out, True
-        row.fidelity = fidelity(split.labels, base_out.probs, out.probs)
+        f = measured.figures
+        row.runner, row.latency, row.tokenization_ms = f["runner"], f["latency"], f["tokenization_ms"]
+        row.size, row.diagnostics, row.peak_rss_mb, row.notes = f["size"], f["diagnostics"], f["peak_rss_mb"], f["notes"]
+        probs, labels = measured.probs, split.labels
+        preds = probs.argmax(-1)
+        row.alignment = alignment(labels, preds, split.label_names)
+        row.alignment["per_slice"] = per_slice(labels, preds, masks, len(split.label_names))
+        row.capability = capability(labels, probs)
+        outcomes = case_outcomes(suite, measured.suite_probs) if suite is not None else None
+        if base is None:
+            base, base_outcomes, row.is_baseline = (row, measured), outcomes, True
+        base_probs = base[1].probs
+        row.fidelity = fidelity(labels, base_probs, probs, texts, config.max_flipped)
+        row.significance = significance(labels, base_probs, probs, config.significance)
+        row.quadrant = quadrant(row.significance["deltas"])
+        row.speedup = _speedup(measured, config.speedup)
+        if suite is not None and outcomes is not None:
+            row.behavioral = behavioral(suite, outcomes, None if row.is_baseline else base_outcomes)
         rows.append(row)
-    if base_out is None:
-        raise ConfigError(f"the baseline {baseline.name} could not be measured: {rows[0].error}")
-    _add_notes(rows)
+    _add_notes(rows, baseline.id)
+    env = environment(threads, config.device)
     return Results(variants=rows, baseline_id=baseline.id,
                    task={"kind": split.kind, "label_names": list(split.label_names), "split": config.split,
-                         "examples": len(split), "data": baseline.data.to_dict()},
-                   environment=environment(threads, config.device),
-                   settings={"latency": config.latency.__dict__, "threads": threads, "pad_to": config.pad_to,
-                             "eval_batch_size": config.eval_batch_size})
+                         "examples": len(split), "data": baseline.data.to_dict(),
+                         "slices": {name: int(m.sum()) for name, m in masks.items()}},
+                   environment=env, settings=config.settings(threads))
 
 
-def _add_notes(rows: list[VariantResult]) -> None:
+def _slower_than_parent(r: VariantResult, parent: VariantResult, baseline_id: str) -> list[str]:
+    """Uses the interleaved speedup intervals: against the baseline directly, or, for a parent that is itself a
+    variant, when the two intervals against the baseline do not overlap (a conservative reading)."""
+    notes = []
+    for s in r.speedup:
+        b = s["batch_size"]
+        if parent.id == baseline_id:
+            slower = s["verdict"] == "slower"
+        else:
+            ref = next((p for p in parent.speedup if p["batch_size"] == b), None)
+            slower = ref is not None and s["high"] < ref["low"]
+        if slower:
+            notes.append(f"slower than its parent {parent.name} at batch {b} (speedup vs baseline {s['ratio']:.2f}×, "
+                         f"95% CI {s['low']:.2f}–{s['high']:.2f})")
+    return notes
+
+
+def _add_notes(rows: list[VariantResult], baseline_id: str) -> None:
     """Plain warnings a reader needs: a compressed variant that is slower than its parent, sparse weights in dense kernels."""
     by_id = {r.id: r for r in rows}
     for r in rows:
@@ -133,11 +178,7 @@ def _add_notes(rows: list[VariantResult]) -> None:
             continue
         parent = by_id.get(r.parent or "")
         if parent and parent.status == "ok":
-            for lat in r.latency:
-                ref = parent.latency_at(lat["batch_size"])
-                if ref and lat["p50_ms"] > ref["p50_ms"] * 1.05:
-                    r.notes.append(f"slower than its parent {parent.name} at batch {lat['batch_size']} "
-                                   f"({lat['p50_ms']:.3f} vs {ref['p50_ms']:.3f} ms p50)")
+            r.notes.extend(_slower_than_parent(r, parent, baseline_id))
         size = r.size
         if size.get("parameters") and size["nonzero_parameters"] < 0.9 * size["parameters"]:
             r.notes.append("zeros in dense kernels do not make inference faster: this sparsity saves compressed "

@@ -62,13 +62,32 @@ def per_example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
 
 
-def fidelity(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    """Agreement with the baseline, right→wrong and wrong→right flips, and mean KL(baseline ‖ variant)."""
+def fidelity(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray, texts: list[str] | None = None,
+             max_flipped: int = 50) -> dict[str, Any]:
+    """Agreement with the baseline, flips (counts, matrix, the examples themselves) and mean KL(baseline ‖ variant)."""
     base_pred, pred = base_probs.argmax(-1), probs.argmax(-1)
     base_ok, ok = base_pred == labels, pred == labels
     p = np.clip(base_probs, 1e-12, 1.0)
     q = np.clip(probs, 1e-12, 1.0)
+    k = base_probs.shape[1]
+    matrix = np.bincount(base_pred * k + pred, minlength=k * k).reshape(k, k)
     return {"agreement": float(np.mean(base_pred == pred)),
             "flips_right_to_wrong": int(np.sum(base_ok & ~ok)),
             "flips_wrong_to_right": int(np.sum(~base_ok & ok)),
-            "kl_mean": float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))}
+            "kl_mean": float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))),
+            "flip_matrix": matrix.tolist(),  # rows: baseline prediction, columns: variant prediction
+            "flipped": flipped_examples(labels, base_pred, pred, texts, max_flipped)}
+
+
+def flipped_examples(labels: np.ndarray, base_pred: np.ndarray, pred: np.ndarray, texts: list[str] | None,
+                     limit: int) -> list[dict[str, Any]]:
+    """Every example whose prediction changed, right→wrong first (what a reader must look at), up to `limit`."""
+    changed = np.flatnonzero(base_pred != pred)
+    rows = []
+    for i in changed:
+        kind = ("right_to_wrong" if base_pred[i] == labels[i] else
+                "wrong_to_right" if pred[i] == labels[i] else "wrong_to_wrong")
+        rows.append({"index": int(i), "text": texts[i] if texts is not None else f"example #{i}",
+                     "label": int(labels[i]), "baseline": int(base_pred[i]), "variant": int(pred[i]), "kind": kind})
+    order = {"right_to_wrong": 0, "wrong_to_right": 1, "wrong_to_wrong": 2}
+    return sorted(rows, key=lambda r: (order[r["kind"]], r["index"]))[:limit]

@@ -8,7 +8,7 @@ from typing import Any
 
 from optikit._io import write_json_atomic, write_text_atomic
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
 
 
 @dataclass
@@ -30,6 +30,12 @@ class VariantResult:
     fidelity: dict[str, Any] = field(default_factory=dict)
     pass_report: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    significance: dict[str, Any] = field(default_factory=dict)  # paired bootstrap deltas + McNemar vs the baseline
+    quadrant: dict[str, Any] = field(default_factory=dict)
+    behavioral: dict[str, Any] = field(default_factory=dict)
+    speedup: list[dict[str, Any]] = field(default_factory=list)  # interleaved rounds vs the baseline, per batch size
+    peak_rss_mb: float | None = None  # the measuring process's high-water RSS (None when not isolated)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def latency_at(self, batch_size: int) -> dict[str, Any] | None:
         return next((row for row in self.latency if row["batch_size"] == batch_size), None)
@@ -88,14 +94,27 @@ class Results:
                     "accuracy": v.alignment["accuracy"], "f1_macro": v.alignment["f1_macro"],
                     "f1_weighted": v.alignment["f1_weighted"], "log_loss": v.capability["log_loss"],
                     "ece": v.capability["ece"], "agreement": v.fidelity.get("agreement"),
+                    "peak_rss_mb": v.peak_rss_mb, "quadrant": v.quadrant.get("label"),
+                    "mcnemar_p": v.significance.get("mcnemar", {}).get("p_value"),
+                    "suite_pass_rate": v.behavioral.get("pass_rate"),
+                    "suite_regressions": len(v.behavioral["regressions"]) if v.behavioral else None,
                 })
+                for metric, d in v.significance.get("deltas", {}).items():
+                    row[f"{metric}_delta"] = d["delta"]
+                    row[f"{metric}_delta_significant"] = d["significant"]
+                for s in v.speedup:
+                    row[f"speedup_low_b{s['batch_size']}"] = s["low"]
+                    row[f"speedup_high_b{s['batch_size']}"] = s["high"]
                 for lat in v.latency:
                     b = lat["batch_size"]
                     ref = base.latency_at(b)
                     row[f"p50_ms_b{b}"] = lat["p50_ms"]
                     row[f"p99_ms_b{b}"] = lat["p99_ms"]
                     row[f"throughput_b{b}"] = lat["throughput_per_s"]
-                    row[f"speedup_b{b}"] = ref["p50_ms"] / lat["p50_ms"] if ref and lat["p50_ms"] else None
+                    paired = next((s for s in v.speedup if s["batch_size"] == b), None)
+                    # The interleaved ratio when there is one: it is immune to drift between the two measurements.
+                    row[f"speedup_b{b}"] = (paired["ratio"] if paired else
+                                            ref["p50_ms"] / lat["p50_ms"] if ref and lat["p50_ms"] else None)
             else:
                 row["error"] = v.error
             rows.append(row)

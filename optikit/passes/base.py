@@ -1,9 +1,10 @@
 """The pass contract: a name, a frozen config, one `apply` method; the base owns everything else."""
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,9 +62,16 @@ class Pass(ABC):
     def from_options(cls, options: Mapping[str, Any]) -> Pass:
         return cls(build_config(cls.Config, options, f"pass {cls.name!r}"))
 
+    def accepted_formats(self) -> frozenset[str]:
+        """The formats this instance takes: `accepts`, unless its config narrows it (quantize's backend)."""
+        return self.accepts
+
     def output_format(self, input_format: str) -> Format:
         """The format this pass produces from `input_format` (most passes keep it)."""
         return input_format  # type: ignore[return-value]
+
+    def check_plan(self, before: Sequence[Pass]) -> None:
+        """Raises ConfigError at planning time if this pass cannot follow `before` (the passes planned so far)."""
 
     def check(self, variant: Variant) -> None:
         """Raises ConfigError before any work if this pass cannot take `variant` (beyond its format)."""
@@ -72,12 +80,25 @@ class Pass(ABC):
     def apply(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
         """Writes the new artifact into `out` (an empty directory) and says what it did."""
 
+    @contextlib.contextmanager
+    def _failures(self, variant: Variant) -> Iterator[None]:
+        """User errors pass through; anything else a library raised becomes one PassError line (cause chained)."""
+        try:
+            yield
+        except OptikitError:
+            raise
+        except Exception as exc:
+            text = str(exc).strip()
+            raise PassError(f"pass {self.name} failed on {variant.name}: {type(exc).__name__}: "
+                            f"{text.splitlines()[0][:300] if text else ''}") from exc
+
     def run(self, variant: Variant, ctx: PassContext, *, auto: bool = False) -> Variant:
         """Validates, seeds, writes atomically, records lineage, and reuses an identical earlier result."""
-        if variant.format not in self.accepts:
+        if variant.format not in self.accepted_formats():
             raise ConfigError(f"pass {self.name} cannot take a {variant.format} model "
-                              f"(it takes {', '.join(sorted(self.accepts))})")
-        self.check(variant)
+                              f"(it takes {', '.join(sorted(self.accepted_formats()))})")
+        with self._failures(variant):
+            self.check(variant)
         step = Step(self.name, config_to_dict(self.config), auto)
         vid = variant_id(variant.id, step.pass_name, step.config, library_versions().get("optikit"))
         target = ctx.workdir / vid
@@ -88,24 +109,18 @@ class Pass(ABC):
         seed_everything(ctx.seed)
         say(f"pass {self.name} on {variant.name} …")
         start = time.perf_counter()
-        try:
-            with atomic_directory(target, replace=True) as tmp:
-                result = self.apply(variant, ctx, tmp)
-                report = {**result.report, "seconds": round(time.perf_counter() - start, 2)}
-                child = variant.derive(
-                    id=vid, name=f"{variant.name}+{self.name}", format=result.format, path=target, step=step,
-                    architecture=result.architecture if result.architecture is not None else variant.architecture,
-                    report=report, versions=library_versions())
-                child.save_manifest(tmp)
-        except OptikitError:
-            raise
-        except Exception as exc:
-            raise PassError(f"pass {self.name} failed on {variant.name}: {type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        with self._failures(variant), atomic_directory(target, replace=True) as tmp:
+            result = self.apply(variant, ctx, tmp)
+            report = {**result.report, "seconds": round(time.perf_counter() - start, 2)}
+            child = variant.derive(
+                id=vid, name=f"{variant.name}+{self.name}", format=result.format, path=target, step=step,
+                architecture=result.architecture if result.architecture is not None else variant.architecture,
+                report=report, versions=library_versions())
+            child.save_manifest(tmp)
         return load_variant(target)
 
 
-passes: Registry[type[Pass]] = Registry("optikit.passes", "pass")
+passes: Registry[type[Pass]] = Registry("optikit.passes", "pass", "passes")
 
 
 def make_pass(spec: str | Pass | tuple[str, Mapping[str, Any]]) -> Pass:
@@ -125,16 +140,17 @@ def plan_chain(start_format: str, chain: Sequence[Pass]) -> list[tuple[Pass, boo
     planned: list[tuple[Pass, bool]] = []
     fmt = start_format
     for index, p in enumerate(chain):
-        if fmt not in p.accepts:
-            if "onnx" in p.accepts and fmt in ("torch", "hf"):
+        if fmt not in p.accepted_formats():
+            if "onnx" in p.accepted_formats() and fmt in ("torch", "hf"):
                 export = passes.get("export-onnx")()
                 planned.append((export, True))
                 fmt = export.output_format(fmt)
             else:
                 before = [q.name for q in chain[:index] if q.output_format("torch") == "onnx" or q.name == "export-onnx"]
                 hint = (f"move {p.name} before {before[0]}" if before
-                        else f"{p.name} takes {', '.join(sorted(p.accepts))}")
+                        else f"{p.name} takes {', '.join(sorted(p.accepted_formats()))}")
                 raise ConfigError(f"pass {p.name} cannot take a {fmt} model at step {index + 1}: {hint}")
+        p.check_plan([q for q, _ in planned])
         planned.append((p, False))
         fmt = p.output_format(fmt)
     return planned

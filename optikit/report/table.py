@@ -8,22 +8,19 @@ from optikit.harness.results import Results
 
 
 def summary_rows(results: Results) -> tuple[list[str], list[list[str]]]:
-    frame = results.to_frame()
-    batch_sizes = [lat["batch_size"] for lat in results.baseline.latency]
-    headers = ["variant", "format", "size MB", "×smaller", "acc", "F1 macro", "log loss", "agree"]
-    for b in batch_sizes:
-        headers += [f"p50 ms b{b}", f"×faster b{b}"]
-    rows = []
-    for _, r in frame.iterrows():
-        if r["status"] != "ok":
-            rows.append([str(r["variant"]), str(r["format"]), "failed: " + str(r.get("error", ""))[:60]])
-            continue
-        row = [str(r["variant"]), str(r["format"]), f"{r['size_mb']:.3f}", f"{r['size_ratio']:.2f}",
-               f"{r['accuracy']:.4f}", f"{r['f1_macro']:.4f}", f"{r['log_loss']:.4f}", f"{r['agreement']:.4f}"]
-        for b in batch_sizes:
-            row += [f"{r[f'p50_ms_b{b}']:.3f}", f"{r[f'speedup_b{b}']:.2f}"]
-        rows.append(row)
-    return headers, rows
+    """The report's table as text; a failed variant shows its error instead of figures."""
+    from optikit.report.html import table
+
+    headers, rows = table(results)
+    keep = [i for i, h in enumerate(headers) if h not in ("lineage", "status", "behavioural", "peak RSS MB")]
+    out = []
+    for row in rows:
+        cells = row["cells"]
+        if row["span"] > 1:
+            out.append([cells[0].text, cells[2].text, "failed: " + cells[-1].text[:60]])
+        else:
+            out.append([cells[i].text for i in keep])
+    return [headers[i] for i in keep], out
 
 
 def print_table(results: Results, console: Any = None) -> None:

@@ -1,0 +1,84 @@
+"""Isolation: each variant is measured in a fresh Python process, so memory and threads never leak between them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optikit.errors import MeasurementError, OptikitError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass
+class Measured:
+    """What a child sent back: figures (result.json), the test-set probabilities, and the suite's."""
+
+    figures: dict[str, Any]
+    probs: np.ndarray
+    suite_probs: np.ndarray | None
+
+
+def _write_inputs(directory: Path, stem: str, inputs: Any) -> None:
+    if inputs is None:
+        return
+    if isinstance(inputs, np.ndarray):
+        np.save(directory / f"{stem}.npy", inputs)
+    else:
+        (directory / f"{stem}.json").write_text(json.dumps(list(inputs)), encoding="utf-8")
+
+
+def _death(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        reason = f"the measuring process was killed by {name}"
+    else:
+        reason = f"the measuring process exited with code {returncode} without a result"
+    tail = " | ".join(line for line in stderr.strip().splitlines()[-3:] if line.strip())
+    return f"{reason}{': ' + tail if tail else ''}"
+
+
+def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isolate: bool = True,
+                    timeout_s: float | None = None) -> Measured:
+    """Runs the child measurement for one variant; any failure (even a segfault) raises MeasurementError."""
+    from optikit.harness import _child
+
+    with tempfile.TemporaryDirectory(prefix="optikit-bench-") as tmp:
+        directory = Path(tmp)
+        (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        _write_inputs(directory, "inputs", inputs)
+        _write_inputs(directory, "suite_inputs", suite_inputs)
+        if isolate:
+            # Thread pools are sized when torch / ORT load: the variables must be set before the child starts.
+            env = {**os.environ, **{v: str(job["threads"]) for v in THREAD_VARIABLES}}
+            try:
+                proc = subprocess.run([sys.executable, "-m", "optikit.harness._child", str(directory)], env=env,
+                                      capture_output=True, text=True, timeout=timeout_s, check=False)
+            except subprocess.TimeoutExpired:
+                raise MeasurementError(f"measuring {job['variant_name']} took longer than {timeout_s:g} s") from None
+            result = directory / "result.json"
+            if not result.is_file():
+                raise MeasurementError(_death(proc.returncode, proc.stderr))
+            figures = json.loads(result.read_text(encoding="utf-8"))
+        else:
+            try:
+                figures = _child.measure(directory, isolated=False)
+            except OptikitError:
+                raise
+            except Exception as exc:  # in-process mode still records instead of aborting the matrix
+                figures = {"error": f"{type(exc).__name__}: {exc}"}
+        if "error" in figures:
+            raise MeasurementError(figures["error"])
+        suite = directory / "suite_probs.npy"
+        return Measured(figures, np.load(directory / "probs.npy"), np.load(suite) if suite.is_file() else None)

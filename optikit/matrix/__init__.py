@@ -1,0 +1,66 @@
+"""Benchmark matrices: teachers × pass chains × batch sizes × devices, run cell by cell, gated for CI."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from optikit.harness.results import Results
+from optikit.matrix.collect import group_results
+from optikit.matrix.gate import RuleOutcome, evaluate
+from optikit.matrix.runner import MatrixRun, run_matrix
+from optikit.matrix.spec import Matrix, load_matrix, parse_matrix
+
+__all__ = ["Matrix", "MatrixOutcome", "bench_matrix", "load_matrix", "parse_matrix"]
+
+
+@dataclass(frozen=True)
+class MatrixOutcome:
+    run: MatrixRun
+    groups: dict[str, Results]
+    gate: list[RuleOutcome]
+    paths: dict[str, Path]
+
+    @property
+    def gate_passed(self) -> bool:
+        return all(o.passed for o in self.gate)
+
+    @property
+    def failed_cells(self) -> list[str]:
+        return [f"{g}/{r['variant']}" for g, recs in self.run.records.items() for r in recs if r["status"] != "ok"]
+
+
+def with_data(matrix: Matrix, data: str | None) -> Matrix:
+    """`--data PATH` replaces the data of every teacher that reads a file (text teachers)."""
+    if not data:
+        return matrix
+    teachers = tuple(replace(t, data=str(Path(data).resolve()), data_env=None) if (t.data or t.data_env) else t
+                     for t in matrix.teachers)
+    return replace(matrix, teachers=teachers)
+
+
+def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False, fail_fast: bool = False,
+                 echo: Callable[[str], None] = lambda s: None) -> MatrixOutcome:
+    """Runs the matrix into `out` and writes results.json, results.csv, summary.md and report.html.
+
+    One teacher×device group writes straight into `out`; several write one folder each plus a combined summary.md.
+    """
+    from optikit._io import write_text_atomic
+    from optikit.report.outputs import write_outputs
+    from optikit.report.summary import summary_markdown
+
+    matrix = matrix if isinstance(matrix, Matrix) else load_matrix(matrix)
+    run = run_matrix(matrix, out, resume=resume, fail_fast=fail_fast, echo=echo)
+    groups = {g: group_results(matrix, g, recs) for g, recs in run.records.items()}
+    outcomes = evaluate(matrix.gate, groups)
+    gate_dicts = [o.to_dict() for o in outcomes]
+    paths: dict[str, Path] = {}
+    for g, results in groups.items():
+        results.settings["gate"] = gate_dicts  # kept in results.json so `optikit report` re-renders it
+        target = out if len(groups) == 1 else out / g.replace("@", "-at-")
+        written = write_outputs(results, target, title=f"optikit bench {matrix.name}")
+        paths.update(written if len(groups) == 1 else {f"{g}:{k}": p for k, p in written.items()})
+    if len(groups) > 1:
+        paths["md"] = out / "summary.md"
+        write_text_atomic(paths["md"], summary_markdown(groups, title=f"optikit bench {matrix.name}", gate=gate_dicts))
+    return MatrixOutcome(run, groups, outcomes, paths)

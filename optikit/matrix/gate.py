@@ -1,0 +1,69 @@
+"""The CI gate: each rule of the matrix checked against every group's Results, with a one-line reason."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from optikit.harness.results import Results
+from optikit.matrix.spec import BASELINE, GateRule, MaxF1Drop, MinSizeRatio, MinSpeedup, NoFailures
+from optikit.report.analysis import base_of, f1_delta_points, headline_batch, ok, size_ratio, speedup
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rule": self.rule, "passed": self.passed, "detail": self.detail}
+
+
+def _check(rule: GateRule, group: str, results: Results) -> list[str]:
+    """The failures of `rule` in one group, each a readable phrase; empty when the rule holds."""
+    where = f"{group}: " if group else ""
+    if isinstance(rule, NoFailures):
+        return [f"{where}{v.name} failed ({v.error})" for v in results.variants if v.status != "ok"]
+    base = base_of(results)
+    if base is None:
+        return [f"{where}the baseline was not measured"]
+    by_name = {v.name: v for v in results.variants}
+    if isinstance(rule, MaxF1Drop):
+        names = rule.variants or tuple(v.name for v in results.variants if v.name != BASELINE)
+        bad = []
+        for name in names:
+            v = by_name.get(name)
+            if v is None or not ok(v):
+                if rule.variants:  # a named variant must have been measured; "every" means every measured one
+                    bad.append(f"{where}{name} was not measured")
+                continue
+            delta = f1_delta_points(v, base) or 0.0
+            if -delta > rule.points:
+                bad.append(f"{where}{name} lost {-delta:.2f} points macro-F1 (at most {rule.points:g} allowed)")
+        return bad
+    v = by_name.get(rule.variant)
+    if v is None or not ok(v):
+        return [f"{where}{rule.variant} was not measured"]
+    if isinstance(rule, MinSpeedup):
+        batch = rule.batch_size or headline_batch(results)
+        ratio = speedup(v, base, batch)[0]
+        if ratio is None or ratio < rule.ratio:
+            got = "no latency" if ratio is None else f"{ratio:.2f}×"
+            return [f"{where}{rule.variant} is {got} at batch {batch} (at least {rule.ratio:g}× required)"]
+        return []
+    if isinstance(rule, MinSizeRatio):
+        ratio = size_ratio(v, base)
+        if ratio is None or ratio < rule.ratio:
+            got = "no size" if ratio is None else f"{ratio:.2f}×"
+            return [f"{where}{rule.variant} is {got} smaller (at least {rule.ratio:g}× required)"]
+        return []
+    raise TypeError(f"unknown gate rule {rule!r}")
+
+
+def evaluate(rules: tuple[GateRule, ...], groups: Mapping[str, Results]) -> list[RuleOutcome]:
+    """One outcome per rule, over every group (the group name is added only when there are several)."""
+    outcomes = []
+    for rule in rules:
+        failures = [f for g, res in groups.items() for f in _check(rule, g if len(groups) > 1 else "", res)]
+        outcomes.append(RuleOutcome(rule.name, not failures, "; ".join(failures) if failures else "holds"))
+    return outcomes

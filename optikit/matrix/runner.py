@@ -1,0 +1,213 @@
+"""Runs a matrix: one subprocess per cell, a record file per cell (what --resume reads), Results per teacher×device."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optikit._io import write_json_atomic
+from optikit.errors import ConfigError
+from optikit.matrix.spec import BASELINE, Matrix, TeacherSpec, VariantSpec
+from optikit.variant import library_versions, variant_id
+
+LOG_TAIL_LINES = 3
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One teacher × chain × device: the unit that runs in its own process and is cached by `key`."""
+
+    teacher: TeacherSpec
+    variant: VariantSpec
+    device: str
+    key: str
+    record: Path
+
+    @property
+    def group(self) -> str:
+        return f"{self.teacher.label}@{self.device}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}/{self.variant.name}"
+
+
+@dataclass(frozen=True)
+class MatrixRun:
+    """What one `optikit bench MATRIX` produced: cell records (by group, in matrix order) and what ran this time."""
+
+    matrix: Matrix
+    out: Path
+    records: dict[str, list[dict[str, Any]]]
+    ran: tuple[str, ...]
+    reused: tuple[str, ...]
+    stopped_early: bool = False
+
+
+def validate(matrix: Matrix) -> None:
+    """User errors (unknown pass, unknown option, an order that cannot run) surface before any cell starts.
+
+    A pass whose module is not importable yet is left to its cell, which records the failure: one missing
+    plugin must not stop the other cells.
+    """
+    import importlib
+
+    from optikit.passes.base import make_pass, passes, plan_chain
+
+    for module in matrix.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"plugin module {module!r} cannot be imported: {exc}") from None
+    known = passes.names()
+    for v in matrix.variants:
+        chain = []
+        for step in v.chain:
+            if step.pass_name not in known:
+                raise ConfigError(f"variant {v.name!r}: unknown pass {step.pass_name!r}: known passes are "
+                                  f"{', '.join(known)}")
+            try:
+                chain.append(make_pass((step.pass_name, dict(step.options))))
+            except ConfigError as exc:
+                raise ConfigError(f"variant {v.name!r}: {exc}") from None
+            except ImportError:
+                chain = None  # type: ignore[assignment]
+                break
+        if chain:
+            for t in matrix.teachers:
+                fmt = _teacher_format(t)
+                if fmt:
+                    try:
+                        plan_chain(fmt, chain)
+                    except ConfigError as exc:
+                        raise ConfigError(f"variant {v.name!r}: {exc}") from None
+
+
+def _teacher_format(teacher: TeacherSpec) -> str | None:
+    from optikit.recipes import builtin_recipes, load_recipe
+
+    try:
+        if teacher.recipe in builtin_recipes("teachers") or teacher.recipe.endswith(".toml"):
+            return load_recipe(teacher.recipe).format
+        manifest = Path(teacher.recipe) / "variant.json"
+        return json.loads(manifest.read_text())["format"] if manifest.is_file() else None
+    except Exception:  # noqa: BLE001 - the cell reports an unreadable teacher properly
+        return None
+
+
+def _recipe_fingerprint(teacher: TeacherSpec) -> str:
+    path = Path(teacher.recipe)
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = path / "variant.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else teacher.recipe
+
+
+def plan_cells(matrix: Matrix, out: Path) -> list[Cell]:
+    """Every cell, baseline first in each teacher×device group; keys change when anything that shapes the result does."""
+    versions = library_versions()
+    cells = []
+    for t in matrix.teachers:
+        for device in matrix.devices:
+            for v in matrix.variants:
+                key = variant_id(_recipe_fingerprint(t), t.data_path(), [s.spec() for s in v.chain], device,
+                                 matrix.batch_sizes, matrix.latency.__dict__, matrix.threads, matrix.plugins,
+                                 {k: versions.get(k) for k in ("optikit", "torch", "onnxruntime", "transformers")})
+                cells.append(Cell(t, v, device, key, out / "cells" / f"{t.label}@{device}" / f"{v.name}.json"))
+    return cells
+
+
+def read_record(cell: Cell) -> dict[str, Any] | None:
+    try:
+        record = json.loads(cell.record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("key") == cell.key else None
+
+
+def _spec(cell: Cell, matrix: Matrix) -> dict[str, Any]:
+    return {"key": cell.key, "variant": cell.variant.name, "device": cell.device,
+            "teacher": {"recipe": cell.teacher.recipe, "data": cell.teacher.data_path(), "label": cell.teacher.label},
+            "chain": [s.spec() for s in cell.variant.chain], "batch_sizes": list(matrix.batch_sizes),
+            "latency": dict(matrix.latency.__dict__), "threads": matrix.threads, "plugins": list(matrix.plugins),
+            "record": str(cell.record)}
+
+
+def _died(cell: Cell, returncode: int | None, log: Path, seconds: float, why: str = "") -> dict[str, Any]:
+    if not why:
+        if returncode is not None and returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            why = f"cell process killed by {name}"
+        else:
+            why = f"cell process exited with code {returncode} without a record"
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-LOG_TAIL_LINES:] if log.exists() else []
+    return {"key": cell.key, "variant": cell.variant.name, "teacher": cell.teacher.label, "device": cell.device,
+            "chain": [s.spec() for s in cell.variant.chain], "status": "failed",
+            "error": why + (f" (last log line: {tail[-1][:200]})" if tail else ""), "seconds": round(seconds, 2),
+            "finished": time.time()}
+
+
+def run_cell_process(cell: Cell, matrix: Matrix) -> dict[str, Any]:
+    """Runs one cell in a fresh interpreter; whatever happens there, returns a record (and writes it)."""
+    cell.record.parent.mkdir(parents=True, exist_ok=True)
+    spec_path = cell.record.with_suffix(".spec.json")
+    log = cell.record.with_suffix(".log")
+    write_json_atomic(spec_path, _spec(cell, matrix))
+    cell.record.unlink(missing_ok=True)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a native crash leaves its stack in the cell log
+    with log.open("w", encoding="utf-8") as fh:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "optikit.matrix.cell", str(spec_path)], stdout=fh,
+                                  stderr=subprocess.STDOUT, env=env, timeout=matrix.cell_timeout_s, check=False)
+            code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            record = _died(cell, None, log, time.perf_counter() - start,
+                           f"cell timed out after {matrix.cell_timeout_s:g} s")
+            write_json_atomic(cell.record, record)
+            return record
+    record = read_record(cell)
+    if record is None:
+        record = _died(cell, code, log, time.perf_counter() - start)
+        write_json_atomic(cell.record, record)
+    return record
+
+
+def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bool = False,
+               echo: Callable[[str], None] = lambda s: None, only: set[str] | None = None) -> MatrixRun:
+    """Runs every cell (or, with `resume`, every cell without a finished record) one after another."""
+    validate(matrix)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = plan_cells(matrix, out)
+    records: dict[str, list[dict[str, Any]]] = {}
+    ran, reused = [], []
+    stopped = False
+    for i, cell in enumerate(cells, 1):
+        previous = read_record(cell) if resume else None
+        if previous is not None and previous.get("status") == "ok":
+            records.setdefault(cell.group, []).append(previous)
+            reused.append(cell.label)
+            echo(f"[{i}/{len(cells)}] {cell.label}: done earlier (resumed)")
+            continue
+        if stopped:
+            continue
+        echo(f"[{i}/{len(cells)}] {cell.label} ({' → '.join(s.spec() for s in cell.variant.chain) or 'teacher'}) …")
+        record = run_cell_process(cell, matrix)
+        ran.append(cell.label)
+        records.setdefault(cell.group, []).append(record)
+        status = "ok" if record["status"] == "ok" else f"FAILED: {record.get('error')}"
+        echo(f"[{i}/{len(cells)}] {cell.label}: {status} ({record.get('seconds', 0):.1f} s)")
+        if fail_fast and record["status"] != "ok":
+            stopped = True
+    return MatrixRun(matrix, out, records, tuple(ran), tuple(reused), stopped)

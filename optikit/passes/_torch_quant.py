@@ -1,0 +1,109 @@
+"""The quantize pass's torch backends: torch dynamic int8 (re-applied at load time) and Intel Neural Compressor."""
+from __future__ import annotations
+
+import copy
+import io
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optikit.models import RUNTIME_QUANTIZATION, Encoder, apply_runtime_quantization, load_module, torch_forward
+from optikit.passes._ort_quant import accuracy_aware, mean_kl
+from optikit.passes.base import PassContext, PassOutput
+from optikit.variant import MANIFEST, Variant, artifact_files
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from optikit.passes.quantize import QuantizeConfig
+
+
+def _copy_artifact(variant: Variant, out: Path) -> None:
+    """The int8 variant keeps the fp32 weight files byte for byte: its manifest says how to quantize them."""
+    for path in artifact_files(variant.path):
+        if path.name != MANIFEST:
+            target = out / path.relative_to(variant.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def _logits(module: nn.Module, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([torch_forward(module, {k: torch.from_numpy(v) for k, v in b.items()}).float().numpy()
+                               for b in batches])
+
+
+def _state_bytes(module: nn.Module) -> int:
+    """Serialized size of the in-memory int8 state (a measurement only: nothing is written with pickle)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    return buffer.tell()
+
+
+def quantize_torch(config: QuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+    """torch.ao dynamic int8 of every nn.Linear (minus `exclude_nodes`, module names), recorded for load time."""
+    import torch
+
+    fp32 = load_module(variant)
+    linears = [n for n, m in fp32.named_modules() if isinstance(m, torch.nn.Linear) and n not in config.exclude_nodes]
+    data = ctx.split(variant, "validation")
+    batches = Encoder(variant).batches(data, 32)
+    base_logits = _logits(fp32, batches)
+    baseline = float(np.mean(base_logits.argmax(-1) == data.labels))
+
+    def recipe(modules: list[str]) -> dict[str, Any]:
+        return {"kind": "torch-dynamic", "dtype": "qint8", "per_channel": config.per_channel, "modules": modules}
+
+    def build(modules: list[str]) -> nn.Module:
+        return apply_runtime_quantization(copy.deepcopy(fp32), recipe(modules))
+
+    report: dict[str, Any] = {}
+    kept = linears
+    if config.max_loss is not None:
+        def quantize(excluded: list[str]) -> float:
+            logits = _logits(build([n for n in linears if n not in excluded]), batches)
+            return float(np.mean(logits.argmax(-1) == data.labels))
+
+        def sensitivity(name: str) -> float:
+            return mean_kl(base_logits, _logits(build([name]), batches))
+
+        result = accuracy_aware(linears, baseline, config.max_loss, quantize, sensitivity)
+        kept = [n for n in linears if n not in result.fp32_nodes]
+        report["accuracy_aware"] = result.to_report(config.max_loss)
+    int8 = build(kept)
+    _copy_artifact(variant, out)
+    return PassOutput(variant.format, {
+        **report, "backend": "torch", "mode": "dynamic", "modules_quantized": len(kept),
+        "validation_accuracy": float(np.mean(_logits(int8, batches).argmax(-1) == data.labels)),
+        "baseline_accuracy": baseline, "fp32_state_bytes": _state_bytes(fp32), "int8_state_bytes": _state_bytes(int8),
+        "stored_as": "fp32 weights + a load-time quantization recipe (torch's int8 modules only pickle)"},
+        architecture={**variant.architecture, RUNTIME_QUANTIZATION: recipe(kept)})
+
+
+def quantize_inc(config: QuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+    """Intel Neural Compressor 3.x round-to-nearest int8 weights, stored dequantized (fp32 safetensors).
+
+    INC's packed modules save through pickle, so the rounded weights are recovered into the fp32 architecture:
+    the variant carries INC's accuracy effect, not its size. Not exercised where neural-compressor is absent.
+    """
+    from neural_compressor.torch.quantization import RTNConfig, convert, prepare
+
+    from optikit.models import save_module
+
+    fp32 = load_module(variant)
+    model = convert(prepare(copy.deepcopy(fp32), RTNConfig(bits=8, group_size=-1, use_sym=True)))
+    recovered = {name: m.recover() for name, m in model.named_modules() if hasattr(m, "recover")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, weight in recovered.items():
+            fp32.get_submodule(name).weight.data.copy_(weight.to(fp32.get_submodule(name).weight.dtype))
+    save_module(fp32, variant.format, out, tokenizer_from=variant.path if variant.format == "hf" else None)
+    return PassOutput(variant.format, {"backend": "neural-compressor", "mode": "weight-only-rtn",
+                                       "modules_quantized": len(recovered)})

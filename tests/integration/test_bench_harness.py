@@ -1,0 +1,89 @@
+"""End to end: digits teacher + int8 variant measured in child processes; crashed children become failed rows;
+every results file validates against optikit/results.schema.json."""
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from optikit.harness.bench import BenchConfig, bench
+from optikit.harness.latency import LatencyConfig
+from optikit.harness.results import Results
+from optikit.harness.significance import SignificanceConfig
+from optikit.harness.timing import SpeedupConfig
+from optikit.variant import load_variant
+
+FAST = BenchConfig(latency=LatencyConfig(batch_sizes=(1, 8), min_iterations=5, min_seconds=0.0, warmup_max=10),
+                   speedup=SpeedupConfig(rounds=4, calls_per_round=2, warmup=1),
+                   significance=SignificanceConfig(resamples=50), threads=1)
+
+
+def validate(results: Results) -> None:
+    schema = json.loads(resources.files("optikit").joinpath("results.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(json.loads(json.dumps(results.to_dict())), schema,
+                        cls=jsonschema.Draft202012Validator)
+
+
+def _copy(variant, root: Path, name: str):
+    target = root / name
+    shutil.copytree(variant.path, target)
+    manifest = json.loads((target / "variant.json").read_text())
+    manifest.update(id=f"{name}-id", name=name)
+    (target / "variant.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_bench_isolates_variants_and_records_crashes(digits_teacher, ctx, tmp_path, monkeypatch) -> None:
+    from optikit.passes.base import make_pass, run_chain
+
+    *_, int8 = run_chain(digits_teacher, [make_pass("quantize:mode=dynamic")], ctx)
+    garbage = _copy(int8, tmp_path, "garbage")
+    (garbage / "model.onnx").write_bytes(b"not an onnx file")
+    aborted = _copy(digits_teacher, tmp_path, "aborted")
+    monkeypatch.setenv("OPTIKIT_TEST_ABORT", "aborted")
+    variants = [digits_teacher, load_variant(garbage), int8, load_variant(aborted)]
+    results = bench(variants, FAST)
+    base, bad, q, dead = results.variants
+    assert [v.status for v in results.variants] == ["ok", "failed", "ok", "failed"]
+    assert "onnxruntime cannot load" in bad.error
+    assert "SIGABRT" in dead.error
+    assert base.is_baseline and base.peak_rss_mb > 0 and q.peak_rss_mb > 0
+    assert [s["batch_size"] for s in q.speedup] == [1, 8] and all(s["rounds"] == 4 for s in q.speedup)
+    assert q.diagnostics["quantized_ops"] > 0 and base.diagnostics["float_ops"] > 0
+    assert set(q.significance["deltas"]) >= {"accuracy", "log_loss"} and q.quadrant["label"]
+    assert q.behavioral["suite"] == "digits" and set(q.behavioral["by_type"]) == {"mft", "inv", "dir"}
+    assert q.fidelity["flips_right_to_wrong"] == sum(f["kind"] == "right_to_wrong" for f in q.fidelity["flipped"])
+    assert q.size["bytes_on_disk"] == sum(p.stat().st_size for p in int8.path.rglob("*")
+                                          if p.is_file() and p.name != "variant.json")
+    validate(results)
+    frame = results.to_frame()
+    assert list(frame["status"]) == ["ok", "failed", "ok", "failed"] and "accuracy_delta" in frame
+    # What lands on disk validates too, and reads back.
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps(results.to_dict()))
+    validate(Results.load(out))
+
+
+def test_bench_text_slices_flips_and_user_suite_in_process(text_teacher, tmp_path) -> None:
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[suite]\nname = "mini"\n[[case]]\nid = "m1"\ntype = "mft"\ntext = "image pixel camera"\n'
+                     'label = "vision"\n[[case]]\nid = "i1"\ntype = "inv"\ntext = "docker kubernetes serving"\n'
+                     'perturbed = ["dockr kubernetes serving"]\n[[case]]\nid = "d1"\ntype = "dir"\n'
+                     'text = "a tool"\nperturbed = ["a tool for translation of sentences"]\ntoward = "language"\n')
+    config = BenchConfig(latency=LatencyConfig(batch_sizes=(2,), min_iterations=3, min_seconds=0.0, warmup_max=5),
+                         speedup=SpeedupConfig(rounds=4, calls_per_round=1, warmup=1),
+                         significance=SignificanceConfig(resamples=50), threads=1, isolate=False,
+                         suite=str(suite), slices=("tag=ops",), pad_to=16)
+    results = bench([text_teacher, text_teacher], config, slices={"first half": lambda f: f.index < len(f) // 2})
+    row = results.variants[1]
+    slices = row.alignment["per_slice"]
+    assert {"tag=ops", "first half"} <= set(slices) and any(k.startswith("short") for k in slices)
+    assert slices["tag=ops"]["n"] == results.task["slices"]["tag=ops"] > 0
+    assert row.behavioral["cases"] == 3 and row.behavioral["regressions"] == []
+    assert row.quadrant["label"] == "no significant change" and row.fidelity["agreement"] == 1.0
+    assert row.peak_rss_mb is None and "2" in row.tokenization_ms
+    validate(results)

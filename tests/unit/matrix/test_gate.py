@@ -1,0 +1,25 @@
+"""Gate rules against measured Results: each failure names its rule and the variant that broke it."""
+from __future__ import annotations
+
+from optikit.matrix.gate import evaluate
+from optikit.matrix.spec import MaxF1Drop, MinSizeRatio, MinSpeedup, NoFailures
+from tests.unit.report.fake import fake_results
+
+
+def test_gate_rules_pass_and_fail_with_reasons() -> None:
+    res = fake_results(int8_f1=0.87)
+    rules = (MaxF1Drop(points=1.0), MaxF1Drop(points=5.0, variants=("int8",)), MinSpeedup("int8", 1.5, 1),
+             MinSpeedup("int8", 5.0), MinSizeRatio("int8", 3.0), NoFailures())
+    out = {o.rule: o for o in evaluate(rules, {"g": res})}
+    assert not out["max-f1-drop(1 points)"].passed
+    assert "int8 lost 3.00 points macro-F1 (at most 1 allowed)" in out["max-f1-drop(1 points)"].detail
+    assert out["max-f1-drop(5 points)"].passed
+    assert out["min-speedup(int8 ≥ 1.5×)"].passed
+    assert "at batch 32 (at least 5× required)" in out["min-speedup(int8 ≥ 5×)"].detail
+    assert out["min-size-ratio(int8 ≥ 3×)"].passed
+    assert not out["no-failures"].passed and "broken failed (PassError: boom)" in out["no-failures"].detail
+
+
+def test_gate_rule_on_a_failed_variant_fails() -> None:
+    [o] = evaluate((MinSizeRatio("broken", 1.0),), {"g": fake_results()})
+    assert not o.passed and o.detail == "broken was not measured"

@@ -1,0 +1,155 @@
+"""quantize: int8 weights really are int8, accuracy holds, the accuracy budget returns nodes to fp32."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optikit.errors import ConfigError, MissingDependencyError
+from optikit.passes.base import make_pass, plan_chain
+from optikit.passes._ort_quant import accuracy_aware
+from optikit.variant import Variant
+
+
+def _ctx(tmp_path_factory: pytest.TempPathFactory):
+    from optikit.passes.base import PassContext
+
+    return PassContext(tmp_path_factory.mktemp("qvariants"), threads=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def mctx(tmp_path_factory: pytest.TempPathFactory):
+    return _ctx(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(digits_teacher: Variant, mctx) -> Variant:
+    return make_pass("export-onnx").run(digits_teacher, mctx)
+
+
+@pytest.fixture(scope="module")
+def text_onnx(text_teacher: Variant, mctx) -> Variant:
+    return make_pass("export-onnx").run(text_teacher, mctx)
+
+
+def predictions(variant: Variant, ctx, split: str = "test") -> np.ndarray:
+    from optikit.models import Encoder
+    from optikit.runners import load_runner
+
+    runner = load_runner(variant, 2)
+    batches = Encoder(variant).batches(ctx.split(variant, split), 32)
+    return np.concatenate([runner.logits(b) for b in batches]).argmax(-1)
+
+
+def initializer_types(path: Path) -> dict[str, int]:
+    import onnx
+
+    return {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+
+
+def weight_bytes(path: Path) -> int:
+    import onnx
+
+    return sum(len(i.SerializeToString()) for i in onnx.load(str(path)).graph.initializer)
+
+
+@pytest.mark.parametrize("spec", ["quantize", "quantize:mode=static"])
+def test_quantize_digits_keeps_predictions_and_stores_int8_weights(spec, digits_onnx, mctx):
+    import onnx
+
+    q = make_pass(spec).run(digits_onnx, mctx)
+    types = initializer_types(q.path / "model.onnx")
+    assert {"0.weight", "2.weight", "5.weight"}.isdisjoint(types)  # no fp32 copy of the conv weights is left
+    assert sum(t == onnx.TensorProto.INT8 for t in types.values()) >= 5  # 3 convs + 2 dense layers
+    assert np.mean(predictions(q, mctx) == predictions(digits_onnx, mctx)) >= 0.95
+    assert q.report["ops_before"]["Conv"] == 3 and q.report["reduce_range_reason"]
+    if "static" in spec:
+        assert q.report["calibration"]["method"] == "minmax" and q.report["calibration"]["samples"] >= 1
+        assert q.report["ops_after"]["QuantizeLinear"] > 0
+    else:
+        assert q.report["ops_after"]["ConvInteger"] == 3
+        # Weights shrink ~4x; the file also holds the graph, which is a large share of this 6k-parameter CNN.
+        assert weight_bytes(digits_onnx.path / "model.onnx") >= 3 * weight_bytes(q.path / "model.onnx")
+        assert (digits_onnx.path / "model.onnx").stat().st_size >= 2.5 * (q.path / "model.onnx").stat().st_size
+
+
+def test_quantize_static_qoperator_makes_cnn_file_3x_smaller(digits_onnx, mctx):
+    q = make_pass("quantize:mode=static,format=qoperator").run(digits_onnx, mctx)
+    assert (digits_onnx.path / "model.onnx").stat().st_size >= 3 * (q.path / "model.onnx").stat().st_size
+    assert q.report["ops_after"]["QLinearConv"] == 3
+
+
+@pytest.mark.parametrize("spec", ["quantize", "quantize:mode=static"])
+def test_quantize_tiny_bert_keeps_agreement(spec, text_onnx, mctx):
+    q = make_pass(spec).run(text_onnx, mctx)
+    assert np.mean(predictions(q, mctx) == predictions(text_onnx, mctx)) >= 0.95
+    assert q.report["ops_after"].get("MatMulInteger", 0) + q.report["ops_after"].get("QuantizeLinear", 0) > 0
+    assert (text_onnx.path / "model.onnx").stat().st_size >= 3 * (q.path / "model.onnx").stat().st_size
+
+
+def test_quantize_max_loss_returns_sensitive_nodes_to_fp32(digits_onnx, mctx):
+    # One calibration example: activation ranges are far too narrow, so the first try misses a 0-point budget.
+    q = make_pass("quantize:mode=static,calibration_samples=1,max_loss=0.0").run(digits_onnx, mctx)
+    report = q.report["accuracy_aware"]
+    assert report["steps"][0]["loss"] > 0
+    assert report["fp32_nodes"] and report["within_budget"]
+    assert report["steps"][-1]["accuracy"] >= report["baseline_accuracy"]
+    assert len(report["steps"]) == len(report["fp32_nodes"]) + 1
+    assert set(report["sensitivity"]) >= set(report["fp32_nodes"])
+
+
+def test_accuracy_aware_returns_nodes_most_sensitive_first():
+    damage = {"a": 0.01, "b": 0.05, "c": 0.002}
+    result = accuracy_aware(list(damage), 0.9, 0.02, lambda ex: 0.9 - sum(v for k, v in damage.items() if k not in ex),
+                            lambda node: damage[node])
+    assert result.fp32_nodes == ["b"] and result.within_budget
+    assert [round(s["accuracy"], 3) for s in result.steps] == [0.838, 0.888]
+
+
+def test_accuracy_aware_skips_sensitivity_when_first_try_is_within_budget():
+    result = accuracy_aware(["a"], 0.9, 0.01, lambda ex: 0.9, lambda node: pytest.fail("not needed"))
+    assert result.fp32_nodes == [] and result.within_budget and result.sensitivity == {}
+
+
+def test_quantize_torch_backend_stores_fp32_weights_and_a_load_recipe(digits_teacher, mctx):
+    import torch
+
+    from optikit.models import load_module
+
+    q = make_pass("quantize:backend=torch").run(digits_teacher, mctx)
+    assert q.format == "torch" and q.report["modules_quantized"] == 2
+    module = load_module(q)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in module.modules())
+    assert np.mean(predictions(q, mctx) == predictions(digits_teacher, mctx)) >= 0.95
+    assert not list(q.path.glob("*.pt")) and not list(q.path.glob("*.bin"))  # nothing pickled
+    with pytest.raises(ConfigError, match="export first"):
+        make_pass("export-onnx").run(q, mctx)
+
+
+def test_quantize_backend_decides_the_accepted_formats():
+    assert [p.name for p, _ in plan_chain("torch", [make_pass("quantize")])] == ["export-onnx", "quantize"]
+    assert [p.name for p, _ in plan_chain("hf", [make_pass("quantize:backend=torch")])] == ["quantize"]
+    with pytest.raises(ConfigError, match="cannot take a onnx"):
+        plan_chain("onnx", [make_pass("quantize:backend=torch")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("neural_compressor") is not None, reason="neural-compressor installed")
+def test_quantize_neural_compressor_names_the_missing_extra():
+    with pytest.raises(MissingDependencyError, match=r"optikit\[inc\]"):
+        make_pass("quantize:backend=neural-compressor")
+
+
+@pytest.mark.parametrize("spec", ["quantize:mode=foo", "quantize:calibration_samples=0", "quantize:backend=tvm",
+                                  "quantize:max_loss=-0.1", "quantize:backend=torch,mode=static",
+                                  "quantize:calibration=median", "quantize:percentile=10"])
+def test_quantize_rejects_bad_options(spec):
+    with pytest.raises(ConfigError):
+        make_pass(spec)
+
+
+@pytest.mark.parametrize("level", ["extended", "all", "O4"])
+def test_quantize_rejects_unquantizable_export_levels_when_planning(level):
+    with pytest.raises(ConfigError, match="O1, O2, O3"):
+        plan_chain("hf", [make_pass(f"export-onnx:optimize={level}"), make_pass("quantize")])
