@@ -86,5 +86,7 @@ def demo(out: str | Path | None = None, *, threads: int | None = None, min_secon
     teacher = teach("digits-cnn")
     onnx_fp32, onnx_int8 = compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"], threads=threads)
     results = bench([teacher, onnx_fp32, onnx_int8], threads=threads, min_seconds=min_seconds)
-    paths = results.write(Path(out) if out else default_report_dir())
+    from optikit.report.outputs import write_outputs
+
+    paths = write_outputs(results, Path(out) if out else default_report_dir(), title="optikit demo")
     return results, paths

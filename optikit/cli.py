@@ -47,7 +47,7 @@ def demo(out: Path | None, threads: int | None) -> None:
 
     results, paths = api.demo(out, threads=threads)
     print_table(results)
-    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
+    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
 
 
 @cli.command()
@@ -98,8 +98,21 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--resume", is_flag=True, help="Matrix: rerun only cells without a finished record in --out.")
 @click.option("--data", type=click.Path(path_type=Path), help="Matrix: data file for its text teachers "
               "(else $OPTIKIT_MADEWITHML or the matrix's default).")
+@click.option("--suite", default="auto", show_default=True,
+              help="Variants: behavioural suite: auto, none, a built-in name or a suite file.")
+@click.option("--slice", "slices", multiple=True, help="Variants: a data slice to report, e.g. tag=mlops or words<20.")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Variants: paired-bootstrap resamples for the confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Variants: seed of the bootstrap and round order.")
+@click.option("--speedup-rounds", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Variants: interleaved baseline/variant rounds behind each speedup interval.")
+@click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
+@click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True)
+@click.option("--no-isolate", is_flag=True, help="Variants: measure in this process (debugging; default one process each).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
-          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None) -> None:
+          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
+          suite: str, slices: tuple[str, ...], resamples: int, seed: int, speedup_rounds: int, pad_to: int | None,
+          min_iterations: int, no_isolate: bool) -> None:
     """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
 
     Writes results.json, results.csv, summary.md and report.html.
@@ -114,7 +127,10 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
         if used:
             raise click.UsageError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
     results = api.bench(list(models), threads=threads, batch_sizes=batch_sizes or (1, 32),
-                        min_seconds=1.0 if min_seconds is None else min_seconds, device=device, fail_fast=fail_fast)
+                        min_seconds=1.0 if min_seconds is None else min_seconds, device=device, fail_fast=fail_fast,
+                        suite=suite, slices=list(slices), resamples=resamples, seed=seed,
+                        speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
+                        isolate=not no_isolate)
     from optikit.report.outputs import write_outputs
 
     paths = write_outputs(results, out or api.default_report_dir())

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optikit._io import write_json_atomic, write_text_atomic
+from optikit._io import write_text_atomic
 
 RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
 
@@ -120,18 +120,8 @@ class Results:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def write(self, out: Path) -> dict[str, Path]:
-        """results.json, results.csv and report.html under `out`, each written atomically."""
-        from optikit.report.html import render_html
-
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "results.json", "csv": out / "results.csv", "html": out / "report.html"}
-        write_json_atomic(paths["json"], self.to_dict())
-        write_text_atomic(paths["csv"], self.to_frame().to_csv(index=False))
-        write_text_atomic(paths["html"], render_html(self))
-        return paths
-
     def to_html(self, path: str | Path) -> Path:
+        """The HTML report of these results (a convenience for the API; the report package renders it)."""
         from optikit.report.html import render_html
 
         write_text_atomic(Path(path), render_html(self))

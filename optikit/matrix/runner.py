@@ -15,7 +15,7 @@ from typing import Any
 
 from optikit._io import write_json_atomic
 from optikit.errors import ConfigError
-from optikit.matrix.spec import BASELINE, Matrix, TeacherSpec, VariantSpec
+from optikit.matrix.spec import Matrix, TeacherSpec, VariantSpec
 from optikit.variant import library_versions, variant_id
 
 LOG_TAIL_LINES = 3

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -10,7 +11,8 @@ import numpy as np
 
 from optikit.config import require
 from optikit.errors import ConfigError
-from optikit.models import Encoder, build_architecture, count_parameters, load_module, save_module, torch_forward
+from optikit.models import (RUNTIME_QUANTIZATION, Encoder, build_architecture, count_parameters, load_module,
+                            save_module, torch_forward)
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.recipes import Recipe, builtin_recipes, load_recipe
 from optikit.training import TrainConfig, evaluate_loss, fit, seed_everything
@@ -43,7 +45,8 @@ def load_student(name: str) -> tuple[Recipe, StudentSpec]:
     layers = table.pop("layers", None)
     where = f"student recipe {recipe.source}"
     if table:
-        raise ConfigError(f"{where} has unknown [student] key(s) {', '.join(sorted(table))}: known keys are kind, layers")
+        raise ConfigError(f"{where} has unknown [student] key(s) {', '.join(sorted(table))}: "
+                          "known keys are kind, layers")
     if kind == "architecture":
         if recipe.format != "torch":
             raise ConfigError(f"{where}: kind = \"architecture\" builds a torch model; set format = \"torch\"")
@@ -268,6 +271,11 @@ class Distill(Pass):
             return input_format  # type: ignore[return-value]
         return load_student(self.config.student)[0].format
 
+    def check_plan(self, before: Sequence[Pass]) -> None:
+        if any(p.name == "quantize" for p in before):
+            raise ConfigError("distill trains the student in float32 from a float32 teacher: move distill before "
+                              "quantize (e.g. --pass distill --pass quantize)")
+
     def check(self, variant: Variant) -> None:
         recipe, spec = load_student(self.student_name(variant.format))
         wanted = "hf" if spec.kind == "layer-subset" else "torch"
@@ -275,6 +283,9 @@ class Distill(Pass):
             other = AUTO_STUDENTS[variant.format]
             raise ConfigError(f"student {recipe.name} ({spec.kind}) needs a {wanted} teacher, but {variant.name} is "
                               f"{variant.format}: use distill:student={other} or another from `optikit students`")
+        if RUNTIME_QUANTIZATION in variant.architecture:
+            raise ConfigError(f"{variant.name} is quantized at load time; distill its float32 parent instead "
+                              "(move distill before quantize)")
         if spec.kind == "layer-subset":
             total = hf_layer_count(variant.path)
             asked = spec.layers if isinstance(spec.layers, int) else len(spec.layers or ())

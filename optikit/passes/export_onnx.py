@@ -51,7 +51,7 @@ class _LogitsOnly:
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                                   token_type_ids=token_type_ids).logits
 
-        return Wrapper(module)
+        return Wrapper(module).eval()
 
 
 def export_module(module: Any, feeds: dict[str, np.ndarray], path: Path, config: ExportOnnxConfig) -> None:

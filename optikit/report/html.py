@@ -38,7 +38,7 @@ def table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
     rows = []
     for v in results.variants:
         cells = [Cell(v.name, v.name), Cell(v.status, v.status, "bad" if v.status != "ok" else ""),
-                 Cell(v.format, v.format), Cell(" → ".join(v.lineage) or "teacher", len(v.lineage))]
+                 Cell(v.format, v.format), Cell(" → ".join(s.split(":")[0] for s in v.lineage) or "teacher", len(v.lineage))]  # options: see Lineage
         if not ok(v) or base is None:
             cells.append(Cell(f"{v.error or 'not measured'}", None, "error"))
             rows.append({"cells": cells, "span": len(headers) - len(cells) + 1, "baseline": v.is_baseline})

@@ -68,6 +68,7 @@ def test_bench_isolates_variants_and_records_crashes(digits_teacher, ctx, tmp_pa
     validate(Results.load(out))
 
 
+@pytest.mark.slow
 def test_bench_text_slices_flips_and_user_suite_in_process(text_teacher, tmp_path) -> None:
     suite = tmp_path / "suite.toml"
     suite.write_text('[suite]\nname = "mini"\n[[case]]\nid = "m1"\ntype = "mft"\ntext = "image pixel camera"\n'

@@ -45,6 +45,8 @@ layers = 1
 """
 
 TEXT_OPTIONS = {"epochs": 3, "learning_rate": 0.003, "batch_size": 8}
+# One digits distillation shared by several tests (same config → same variant id → reused from digits_out).
+DISTILLED = "distill:student=cnn-small,epochs=20,temperature=4,alpha=0.7"
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,16 @@ def strong_teacher(tmp_path_factory: pytest.TempPathFactory, optikit_home: Path)
     recipe = tmp_path_factory.mktemp("recipes") / "digits-cnn-strong.toml"
     recipe.write_text(STRONG_DIGITS_RECIPE)
     return teach(str(recipe))
+
+
+@pytest.fixture(scope="module")
+def digits_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("distill-digits")
+
+
+@pytest.fixture(scope="module")
+def distilled(strong_teacher, digits_out):
+    return optikit.compress(strong_teacher, [DISTILLED], out=digits_out)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +108,8 @@ def test_evenly_spaced_keeps_the_first_and_last_layers() -> None:
     assert evenly_spaced(2, 1) == (0,)
 
 
-def test_distill_student_is_smaller_and_keeps_the_task(strong_teacher, ctx) -> None:
-    student = Distill(DistillConfig(student="cnn-small", epochs=4)).run(strong_teacher, ctx)
-    report = student.report
+def test_distill_student_is_smaller_and_keeps_the_task(strong_teacher, distilled, ctx) -> None:
+    student, report = distilled, distilled.report
     validation = ctx.split(strong_teacher, "validation")
 
     assert student.format == "torch"
@@ -106,18 +117,18 @@ def test_distill_student_is_smaller_and_keeps_the_task(strong_teacher, ctx) -> N
     assert report["student_parameters"] < report["teacher_parameters"] / 4
     assert student.task.label_names == strong_teacher.task.label_names
     assert _logits(student, validation).shape == (len(validation), 10)
-    assert report["teacher_logits_cached"] and 1 <= len(report["history"]) <= 4
+    assert report["teacher_logits_cached"] and 1 <= len(report["history"]) <= 20
 
 
-def test_distill_matches_or_beats_the_same_student_trained_without_the_teacher(strong_teacher, ctx) -> None:
+def test_distill_matches_or_beats_the_same_student_trained_without_the_teacher(strong_teacher, distilled,
+                                                                               digits_out) -> None:
     # alpha=0 is plain cross-entropy on the labels: the same student, seed and schedule, without the teacher.
-    options = {"student": "cnn-small", "epochs": 20, "temperature": 4.0}
-    distilled = Distill(DistillConfig(alpha=0.7, **options)).run(strong_teacher, ctx).report
-    alone = Distill(DistillConfig(alpha=0.0, **options)).run(strong_teacher, ctx).report
+    alone = optikit.compress(strong_teacher, [DISTILLED.replace("alpha=0.7", "alpha=0")], out=digits_out).report
+    report = distilled.report
 
-    assert distilled["val_accuracy"] > 0.8  # chance is 0.1
-    assert distilled["val_loss"] <= alone["val_loss"] * 1.05
-    assert distilled["teacher_val_accuracy"] == alone["teacher_val_accuracy"] > 0.9
+    assert report["val_accuracy"] > 0.8  # chance is 0.1
+    assert report["val_loss"] <= alone["val_loss"] * 1.05
+    assert report["teacher_val_accuracy"] == alone["teacher_val_accuracy"] > 0.9
 
 
 def test_distill_hf_student_keeps_a_layer_subset_and_reloads_with_from_pretrained(
@@ -137,7 +148,8 @@ def test_distill_hf_student_keeps_a_layer_subset_and_reloads_with_from_pretraine
     assert report["val_accuracy"] > 0.6  # three classes: chance is 1/3
 
 
-def test_distill_hidden_state_loss_pairs_each_student_layer_with_its_source(text_teacher, one_layer_student, ctx) -> None:
+def test_distill_hidden_state_loss_pairs_each_student_layer_with_its_source(text_teacher, one_layer_student,
+                                                                             ctx) -> None:
     report = Distill(DistillConfig(student=one_layer_student, hidden_weight=1.0, **TEXT_OPTIONS)).run(
         text_teacher, ctx).report
 
@@ -155,6 +167,13 @@ def test_distill_rejects_a_student_with_as_many_layers_as_the_teacher(text_teach
 def test_distill_rejects_a_student_made_for_the_other_format(text_teacher, tmp_path) -> None:
     with pytest.raises(ConfigError, match="needs a torch teacher.*distill:student=minilm-l3"):
         optikit.compress_chain(text_teacher, ["distill:student=cnn-small"], out=tmp_path)
+
+
+def test_distill_after_quantize_is_rejected_when_planning() -> None:
+    from optikit.passes.base import plan_chain
+
+    with pytest.raises(ConfigError, match="move distill before quantize"):
+        plan_chain("torch", [make_pass("quantize:backend=torch"), make_pass("distill:student=cnn-small")])
 
 
 def test_distill_hidden_weight_needs_layers_of_equal_width(strong_teacher, ctx) -> None:
@@ -184,11 +203,33 @@ def test_distill_config_records_the_student_recipe_so_edits_change_the_variant_i
     assert before != after
 
 
-def test_distill_chains_with_export_onnx_and_quantize(strong_teacher, tmp_path) -> None:
-    produced = optikit.compress_chain(strong_teacher, ["distill:student=cnn-small,epochs=3", "export-onnx", "quantize"],
-                                      out=tmp_path)
+def test_distill_chains_with_export_onnx_and_quantize(strong_teacher, distilled, digits_out) -> None:
+    produced = optikit.compress_chain(strong_teacher, [DISTILLED, "export-onnx", "quantize"], out=digits_out)
 
     assert [v.format for v in produced] == ["torch", "onnx", "onnx"]
+    assert produced[0].id == distilled.id
     assert [s.pass_name for s in produced[-1].lineage] == ["distill", "export-onnx", "quantize"]
     assert (produced[-1].path / "model.onnx").is_file()
     assert produced[1].report["validation"]["agreement"] >= 0.995
+
+
+def test_subset_layers_renumbers_pruned_heads_so_the_student_round_trips(tmp_path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    from optikit.passes.distill import subset_layers
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=16, num_labels=3)).eval()
+    teacher.prune_heads({2: [0, 1]})  # what prune-structured leaves behind
+    student = subset_layers(teacher, (0, 2))
+    student.save_pretrained(str(tmp_path), safe_serialization=True)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path), local_files_only=True).eval()
+    ids = torch.tensor([[1, 5, 7, 2], [1, 9, 2, 0]])
+
+    assert student.config.pruned_heads == {1: [0, 1]} and student.config.num_hidden_layers == 2
+    assert len(teacher.bert.encoder.layer) == 3  # the teacher is left whole
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, student(input_ids=ids).logits)

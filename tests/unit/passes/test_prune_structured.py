@@ -65,7 +65,7 @@ def test_structured_prune_recovery_improves_or_keeps_validation_accuracy(digits_
     assert len(finetuned.report["recovery"]) == 2 and len(distilled.report["recovery"]) == 2
     assert _validation_accuracy(finetuned, ctx) >= plain
     assert _validation_accuracy(distilled, ctx) >= plain
-    assert distilled.report["validation_accuracy_after"] == pytest.approx(_validation_accuracy(distilled, ctx))
+    assert distilled.report["validation_accuracy_after"] == pytest.approx(_validation_accuracy(distilled, ctx), abs=1e-4)
 
 
 def test_structured_prune_bert_removes_heads_and_ffn_neurons_keeping_hidden_size(text_teacher, ctx):
