@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from optikit.errors import ConfigError
 from optikit.harness.bench import BenchConfig
 from optikit.harness.bench import bench as _bench
 from optikit.harness.latency import LatencyConfig
@@ -26,15 +27,35 @@ def load(path: str | Path) -> Variant:
     return load_variant(path)
 
 
-def _variant(model: ModelSpec, data: str | Path | None = None) -> Variant:
+def _is_module(model: Any) -> bool:
+    # Duck-typed so that the API never imports torch for a path or a Variant.
+    return callable(getattr(model, "state_dict", None)) and callable(getattr(model, "parameters", None))
+
+
+def _variant(model: ModelSpec | Any, data: Any = None, module_options: Mapping[str, Any] | None = None) -> Variant:
+    if _is_module(model):
+        from optikit.integrations.modules import from_module
+
+        if data is None:
+            raise ConfigError("an in-memory model needs data=: 'digits', a CSV/Parquet path (with text_cols and "
+                              "label_col) or an optikit Dataset")
+        return from_module(model, data=data, **dict(module_options or {}))
+    if module_options:
+        raise ConfigError(f"{', '.join(module_options)}: only for an in-memory model (an nn.Module)")
     return model if isinstance(model, Variant) else resolve_model(model, data)
 
 
-def compress_chain(model: ModelSpec, passes: Sequence[PassSpec], *, data: str | Path | None = None,
-                   out: str | Path | None = None, threads: int | None = None, seed: int = 0) -> list[Variant]:
-    """Runs `passes` in order on `model` and returns every variant produced (export steps added where needed)."""
+def compress_chain(model: ModelSpec | Any, passes: Sequence[PassSpec], *, data: Any = None,
+                   out: str | Path | None = None, threads: int | None = None, seed: int = 0,
+                   **module_options: Any) -> list[Variant]:
+    """Runs `passes` in order on `model` and returns every variant produced (export steps added where needed).
+
+    `model` may be an in-memory `nn.Module` or Hugging Face model: it is first saved as a teacher Variant by
+    `optikit.from_module(model, data=data, **module_options)` (builder, builder_kwargs, tokenizer, label_names,
+    text_cols, label_col, name).
+    """
     chain = [make_pass(p) for p in passes]
-    source = _variant(model, data)
+    source = _variant(model, data, module_options)
     plan_chain(source.format, chain)  # fail before any work on an order that cannot run
     ctx = PassContext(Path(out) if out else optikit_home() / "variants", threads or default_threads(), seed)
     return run_chain(source, chain, ctx)
@@ -48,7 +69,10 @@ def compress(model: ModelSpec, passes: Sequence[PassSpec], **kwargs: Any) -> Var
         print(int8.path, int8.describe())
     """
     produced = compress_chain(model, passes, **kwargs)
-    return produced[-1] if produced else _variant(model, kwargs.get("data"))
+    if produced:
+        return produced[-1]
+    options = {k: v for k, v in kwargs.items() if k not in ("data", "out", "threads", "seed")}
+    return _variant(model, kwargs.get("data"), options)
 
 
 def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_sizes: Sequence[int] = (1, 32),

@@ -109,10 +109,17 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
 @click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True)
 @click.option("--no-isolate", is_flag=True, help="Variants: measure in this process (debugging; default one process each).")
+@click.option("--track", type=click.Choice(["mlflow"]), help="Log a run per variant, nested under one run (MLflow).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
+@click.option("--experiment", default="optikit", show_default=True, help="MLflow experiment name.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Matrix: run cells one after another here, or as Ray tasks.")
+@click.option("--address", help="Matrix, --executor ray: the cluster (e.g. auto or ray://head:10001).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
           min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
           suite: str, slices: tuple[str, ...], resamples: int, seed: int, speedup_rounds: int, pad_to: int | None,
-          min_iterations: int, no_isolate: bool) -> None:
+          min_iterations: int, no_isolate: bool, track: str | None, tracking_uri: str | None, experiment: str,
+          executor: str, address: str | None) -> None:
     """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
 
     Writes results.json, results.csv, summary.md and report.html.
@@ -120,27 +127,44 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     from optikit import api
     from optikit.report.table import print_table
 
+    from optikit.matrix.executors import ExecutorConfig
+    from optikit.tracking.mlflow import TrackingConfig
+
+    tracking = TrackingConfig(tracking_uri, experiment) if track else None
     if len(models) == 1 and models[0].endswith(".toml"):
-        _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data)
+        _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data,
+                      ExecutorConfig(executor, address), tracking)  # type: ignore[arg-type]
         return
-    for flag, used in (("--gate", gate), ("--resume", resume), ("--data", data)):
+    for flag, used in (("--gate", gate), ("--resume", resume), ("--data", data), ("--executor ray", executor == "ray"),
+                       ("--address", address)):
         if used:
             raise click.UsageError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
-    results = api.bench(list(models), threads=threads, batch_sizes=batch_sizes or (1, 32),
+    from optikit.teach import resolve_model
+
+    resolved = [resolve_model(m) for m in models]  # kept: tracking logs each variant's manifest
+    results = api.bench(resolved, threads=threads, batch_sizes=batch_sizes or (1, 32),
                         min_seconds=1.0 if min_seconds is None else min_seconds, device=device, fail_fast=fail_fast,
                         suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
                         isolate=not no_isolate)
     from optikit.report.outputs import write_outputs
 
-    paths = write_outputs(results, out or api.default_report_dir())
+    target = out or api.default_report_dir()
+    paths = write_outputs(results, target)
     print_table(results)
     click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
+    if tracking is not None:
+        from optikit.tracking.mlflow import track as track_run
+
+        where = {v.id: str(v.path) for v in resolved}
+        run_id = track_run({"run": results}, paths, target, config=tracking, run_name="bench",
+                           variant_paths={"run": {r.name: where.get(r.id) for r in results.variants}})
+        click.echo(f"tracked as MLflow run {run_id}")
 
 
 def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
                   min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
-                  data: Path | None) -> None:
+                  data: Path | None, executor: Any = None, tracking: Any = None) -> None:
     from dataclasses import replace
 
     from optikit import api
@@ -159,7 +183,7 @@ def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes
     if resume and out is None:
         raise click.UsageError("--resume needs the --out folder of the run to resume")
     outcome = bench_matrix(matrix, out or api.default_report_dir(), resume=resume, fail_fast=fail_fast,
-                           echo=lambda s: click.echo(s, err=True))
+                           echo=lambda s: click.echo(s, err=True), executor=executor, tracking=tracking)
     click.echo(outcome.paths["md"].read_text(encoding="utf-8"))
     click.echo(f"wrote {outcome.run.out}")
     if fail_fast and outcome.failed_cells:
@@ -170,6 +194,45 @@ def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes
             if not o.passed:
                 click.echo(f"optikit: gate rule {o.rule} failed: {o.detail}", err=True)
         sys.exit(EXIT_GATE)
+
+
+@cli.command()
+@click.argument("model", required=False, default="digits-cnn")
+@click.option("--max-loss", type=click.FloatRange(0, 1, max_open=True), default=0.01, show_default=True,
+              help="Loss budget as a fraction of the metric (0.01 = one point).")
+@click.option("--metric", type=click.Choice(["f1_macro", "accuracy"]), default="f1_macro", show_default=True)
+@click.option("--objective", type=click.Choice(["latency", "size"]), default="latency", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="The batch size whose latency is the objective (also measured: 1).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(path_type=Path), help="Data file for a text teacher named as MODEL.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder (default reports/<run>/); "
+              "rerun with the same --out to reuse every measured trial.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", help="--executor ray: the cluster address.")
+@click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
+              help="--executor ray: trials run at once.")
+def search(model: str, max_loss: float, metric: str, objective: str, trials: int, batch_size: int, threads: int,
+           min_seconds: float, seed: int, data: Path | None, out: Path | None, executor: str, address: str | None,
+           parallel: int) -> None:
+    """Search pass chains and settings (Optuna, latency or size vs loss) for MODEL; report the Pareto set and the
+    best variant within --max-loss."""
+    from dataclasses import replace
+
+    from optikit import api
+    from optikit.matrix.executors import ExecutorConfig
+    from optikit.search.study import SearchConfig, search as run_search, summary
+
+    config = SearchConfig(model=model, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
+                          trials=trials, batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})),
+                          threads=threads, seed=seed, data=str(data) if data else None, parallel=parallel)
+    config = replace(config, latency=replace(config.latency, min_seconds=min_seconds))
+    outcome = run_search(config, out or api.default_report_dir(), executor=ExecutorConfig(executor, address),  # type: ignore[arg-type]
+                         echo=lambda s: click.echo(s, err=True))
+    click.echo(summary(outcome, config))
 
 
 @cli.command()

@@ -72,6 +72,9 @@ class OrtRunner(Runner):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        # No spin-waiting between calls: spinning threads steal the cores of whatever runs next (another model in
+        # the interleaved speedup rounds, the tokenizer in a server), which makes comparisons unfair.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():

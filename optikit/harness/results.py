@@ -120,6 +120,35 @@ class Results:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def best(self, max_loss: float = 0.01, *, metric: str = "f1_macro", objective: str = "latency",
+             batch_size: int | None = None) -> VariantResult | None:
+        """The fastest (or smallest) measured variant, baseline included, that loses at most `max_loss` of `metric`.
+
+        `max_loss` is a fraction of the metric, as in quantize's `max_loss` (0.01 = one point of macro-F1 or
+        accuracy); `metric` is "f1_macro" or "accuracy"; `objective` is "latency" (p50 at `batch_size`, default
+        the largest batch measured) or "size" (bytes on disk). None when the baseline was not measured.
+        """
+        from optikit.config import require
+
+        require(metric in ("f1_macro", "accuracy"), f"metric must be f1_macro or accuracy, got {metric!r}")
+        require(objective in ("latency", "size"), f"objective must be latency or size, got {objective!r}")
+        require(max_loss >= 0, f"max_loss must be ≥ 0, got {max_loss}")
+        base = next((v for v in self.variants if v.id == self.baseline_id and v.status == "ok" and v.alignment), None)
+        if base is None:
+            return None
+        batch = batch_size or max((lat["batch_size"] for lat in base.latency), default=None)
+
+        def cost(v: VariantResult) -> float:
+            if objective == "size":
+                return float(v.size.get("bytes_on_disk") or float("inf"))
+            lat = v.latency_at(batch) if batch is not None else None
+            return float(lat["p50_ms"]) if lat else float("inf")
+
+        # A small epsilon: the baseline's own metric read back through JSON must not exclude it.
+        within = [v for v in self.variants if v.status == "ok" and v.alignment
+                  and base.alignment[metric] - v.alignment[metric] <= max_loss + 1e-12]
+        return min(within, key=lambda v: (cost(v), v.size.get("bytes_on_disk") or 0), default=None)
+
     def to_html(self, path: str | Path) -> Path:
         """The HTML report of these results (a convenience for the API; the report package renders it)."""
         from optikit.report.html import render_html

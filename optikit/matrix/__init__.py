@@ -4,14 +4,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optikit.harness.results import Results
 from optikit.matrix.collect import group_results
+from optikit.matrix.executors import ExecutorConfig
 from optikit.matrix.gate import RuleOutcome, evaluate
 from optikit.matrix.runner import MatrixRun, run_matrix
 from optikit.matrix.spec import Matrix, load_matrix, parse_matrix
 
-__all__ = ["Matrix", "MatrixOutcome", "bench_matrix", "load_matrix", "parse_matrix"]
+if TYPE_CHECKING:
+    from optikit.tracking.mlflow import TrackingConfig
+
+__all__ = ["ExecutorConfig", "Matrix", "MatrixOutcome", "bench_matrix", "load_matrix", "parse_matrix"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ def with_data(matrix: Matrix, data: str | None) -> Matrix:
 
 
 def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False, fail_fast: bool = False,
-                 echo: Callable[[str], None] = lambda s: None) -> MatrixOutcome:
+                 echo: Callable[[str], None] = lambda s: None, executor: ExecutorConfig | None = None,
+                 tracking: TrackingConfig | None = None) -> MatrixOutcome:
     """Runs the matrix into `out` and writes results.json, results.csv, summary.md and report.html.
 
     One teacher×device group writes straight into `out`; several write one folder each plus a combined summary.md.
@@ -50,7 +56,7 @@ def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False
     from optikit.report.summary import summary_markdown
 
     matrix = matrix if isinstance(matrix, Matrix) else load_matrix(matrix)
-    run = run_matrix(matrix, out, resume=resume, fail_fast=fail_fast, echo=echo)
+    run = run_matrix(matrix, out, resume=resume, fail_fast=fail_fast, echo=echo, executor=executor)
     groups = {g: group_results(matrix, g, recs) for g, recs in run.records.items()}
     outcomes = evaluate(matrix.gate, groups)
     gate_dicts = [o.to_dict() for o in outcomes]
@@ -63,4 +69,11 @@ def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False
     if len(groups) > 1:
         paths["md"] = out / "summary.md"
         write_text_atomic(paths["md"], summary_markdown(groups, title=f"optikit bench {matrix.name}", gate=gate_dicts))
+    if tracking is not None:
+        from optikit.tracking.mlflow import track
+
+        cells = {g: {n: c.get("variant_path") for n, c in r.settings["matrix"]["cells"].items()}
+                 for g, r in groups.items()}
+        track(groups, paths, out, config=tracking, run_name=matrix.name, variant_paths=cells,
+              tags={"optikit.matrix": matrix.name})
     return MatrixOutcome(run, groups, outcomes, paths)

@@ -15,6 +15,7 @@ from typing import Any
 
 from optikit._io import write_json_atomic
 from optikit.errors import ConfigError
+from optikit.matrix.executors import ExecutorConfig, run_ray
 from optikit.matrix.spec import Matrix, TeacherSpec, VariantSpec
 from optikit.variant import library_versions, variant_id
 
@@ -185,10 +186,14 @@ def run_cell_process(cell: Cell, matrix: Matrix) -> dict[str, Any]:
 
 
 def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bool = False,
-               echo: Callable[[str], None] = lambda s: None, only: set[str] | None = None) -> MatrixRun:
-    """Runs every cell (or, with `resume`, every cell without a finished record) one after another."""
+               echo: Callable[[str], None] = lambda s: None, only: set[str] | None = None,
+               executor: ExecutorConfig | None = None) -> MatrixRun:
+    """Runs every cell (or, with `resume`, every cell without a finished record) one after another, or as Ray
+    tasks with `executor=ExecutorConfig("ray")`."""
     validate(matrix)
     out.mkdir(parents=True, exist_ok=True)
+    if executor is not None and executor.name == "ray":
+        return _run_matrix_ray(matrix, out.resolve(), resume, fail_fast, echo, executor)
     cells = plan_cells(matrix, out)
     records: dict[str, list[dict[str, Any]]] = {}
     ran, reused = [], []
@@ -211,3 +216,31 @@ def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bo
         if fail_fast and record["status"] != "ok":
             stopped = True
     return MatrixRun(matrix, out, records, tuple(ran), tuple(reused), stopped)
+
+
+def _run_matrix_ray(matrix: Matrix, out: Path, resume: bool, fail_fast: bool, echo: Callable[[str], None],
+                    executor: ExecutorConfig) -> MatrixRun:
+    """The Ray path: the same cells, records and resume rule; cells run concurrently, records keep matrix order."""
+    cells = plan_cells(matrix, out)
+    by_label: dict[str, dict[str, Any]] = {}
+    reused, todo = [], []
+    for cell in cells:
+        previous = read_record(cell) if resume else None
+        if previous is not None and previous.get("status") == "ok":
+            by_label[cell.label] = previous
+            reused.append(cell.label)
+            echo(f"{cell.label}: done earlier (resumed)")
+        else:
+            todo.append(cell)
+    echo(f"submitting {len(todo)} cells to Ray")
+    ran = []
+    for cell, record in run_ray(todo, matrix, executor.address, lambda r: fail_fast and r["status"] != "ok"):
+        by_label[cell.label] = record
+        ran.append(cell.label)
+        status = "ok" if record["status"] == "ok" else f"FAILED: {record.get('error')}"
+        echo(f"[{len(ran)}/{len(todo)}] {cell.label}: {status} ({record.get('seconds', 0):.1f} s)")
+    records: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        if cell.label in by_label:
+            records.setdefault(cell.group, []).append(by_label[cell.label])
+    return MatrixRun(matrix, out, records, tuple(ran), tuple(reused), len(ran) < len(todo))

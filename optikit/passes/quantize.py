@@ -22,7 +22,7 @@ from optikit.variant import Variant
 # accuracy, STACK.md); MatMul (+ Gather) with uint8 activations keeps 0.963, so static stays on the weighted ops.
 DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm", "Conv", "Gather")
 DEFAULT_STATIC_OPS = ("MatMul", "Gemm", "Conv", "Gather")
-BACKEND_FORMATS = {"onnxruntime": frozenset({"onnx"}), "torch": frozenset({"torch", "hf"}),
+BACKEND_FORMATS = {"onnxruntime": frozenset({"onnx"}), "optimum": frozenset({"onnx"}), "torch": frozenset({"torch", "hf"}),
                    "neural-compressor": frozenset({"torch", "hf"})}
 EVAL_BATCH = 32
 
@@ -32,7 +32,7 @@ __all__ = ["Quantize", "QuantizeConfig", "choose_reduce_range", "op_counts"]
 @dataclass(frozen=True)
 class QuantizeConfig:
     mode: Literal["dynamic", "static"] = "dynamic"
-    backend: Literal["onnxruntime", "torch", "neural-compressor"] = "onnxruntime"
+    backend: Literal["onnxruntime", "optimum", "torch", "neural-compressor"] = "onnxruntime"
     per_channel: bool = True
     weight_type: Literal["int8", "uint8"] = "int8"  # QInt8 weights: QUInt8 gave no speedup (STACK.md)
     activation_type: Literal["uint8", "int8"] = "uint8"  # S8S8 QDQ ran slower than fp32 (STACK.md)
@@ -47,6 +47,8 @@ class QuantizeConfig:
     reduce_range: Literal["auto", "true", "false"] = "auto"
     # Accuracy budget on the validation split vs the input model (0.01 = one point); None: no check.
     max_loss: float | None = None
+    # backend=optimum only: the AutoQuantizationConfig preset optimum's ORTQuantizer applies (for comparisons).
+    optimum_preset: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
 
     def __post_init__(self) -> None:
         require(self.mode in ("dynamic", "static"), f"mode must be dynamic or static, got {self.mode!r}")
@@ -57,6 +59,8 @@ class QuantizeConfig:
         require(self.max_loss is None or 0 <= self.max_loss < 1, f"max_loss must be in [0, 1), got {self.max_loss}")
         require(self.backend == "onnxruntime" or self.mode == "dynamic",
                 f"backend={self.backend} does mode=dynamic only: use backend=onnxruntime for static int8")
+        require(self.backend != "optimum" or self.max_loss is None,
+                "backend=optimum has no accuracy budget: use backend=onnxruntime with max_loss")
 
 
 class Quantize(Pass):
@@ -125,7 +129,33 @@ class Quantize(Pass):
             from optikit.passes._torch_quant import quantize_inc
 
             return quantize_inc(self.config, variant, ctx, out)
+        if self.config.backend == "optimum":
+            return self._apply_optimum(variant, out)
         return self._apply_onnxruntime(variant, ctx, out)
+
+    def _apply_optimum(self, variant: Variant, out: Path) -> PassOutput:
+        """optimum's ORTQuantizer with one of its presets, as shipped: the reference optikit is compared with."""
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        if not (variant.path / "config.json").is_file():
+            raise ConfigError(f"backend=optimum needs a Hugging Face export with config.json; {variant.name} has "
+                              "none: use backend=onnxruntime")
+        preset = getattr(AutoQuantizationConfig, self.config.optimum_preset)(
+            is_static=False, per_channel=self.config.per_channel)
+        quantizer = ORTQuantizer.from_pretrained(str(variant.path), file_name="model.onnx")
+        staging = out / "optimum"
+        quantizer.quantize(save_dir=str(staging), quantization_config=preset)
+        produced = next(staging.glob("*.onnx"))
+        produced.replace(out / "model.onnx")
+        import shutil
+
+        shutil.rmtree(staging)
+        copy_tokenizer(variant.path, out)
+        shutil.copy2(variant.path / "config.json", out / "config.json")
+        return PassOutput("onnx", {"backend": "optimum", "preset": self.config.optimum_preset, "mode": "dynamic",
+                                   "ops_after": op_counts(out / "model.onnx"),
+                                   "ops_before": op_counts(variant.path / "model.onnx")})
 
     def _apply_onnxruntime(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
         from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -152,8 +152,10 @@ def per_slice(results: Results) -> Any | None:
         if ok(v) and v is not base:
             mine = v.alignment.get("per_slice") or {}
             rows.append(v.name)
-            z.append([((mine[s].get("f1_macro", 0) - slices[s].get("f1_macro", 0)) * 100) if s in mine else None
-                      for s in names])
+            # An empty slice has f1_macro None (n=0): its cell stays blank instead of failing the whole report.
+            z.append([((mine[s]["f1_macro"] - slices[s]["f1_macro"]) * 100)
+                      if s in mine and mine[s].get("f1_macro") is not None and slices[s].get("f1_macro") is not None
+                      else None for s in names])
     labels = [f"{s} (n={slices[s].get('n', '?')})" for s in names]
     return _heatmap("Per-slice macro-F1 change against the baseline", rows, labels, z, "macro-F1 Δ") if rows else None
 

@@ -153,3 +153,22 @@ def test_quantize_rejects_bad_options(spec):
 def test_quantize_rejects_unquantizable_export_levels_when_planning(level):
     with pytest.raises(ConfigError, match="O1, O2, O3"):
         plan_chain("hf", [make_pass(f"export-onnx:optimize={level}"), make_pass("quantize")])
+
+
+def test_quantize_optimum_backend_applies_its_preset_to_the_same_onnx_file(text_teacher, ctx):
+    import optikit
+
+    onnx_fp32, reference = optikit.compress_chain(text_teacher, ["export-onnx", "quantize:backend=optimum"],
+                                                  out=ctx.workdir)
+    assert reference.parent == onnx_fp32.id
+    assert reference.report["backend"] == "optimum" and reference.report["preset"] == "avx512_vnni"
+    assert reference.report["ops_after"].get("MatMulInteger", 0) > 0
+    assert (reference.path / "model.onnx").stat().st_size < (onnx_fp32.path / "model.onnx").stat().st_size / 3
+
+
+def test_quantize_optimum_backend_has_no_accuracy_budget():
+    from optikit.errors import ConfigError
+    from optikit.passes.base import make_pass
+
+    with pytest.raises(ConfigError, match="backend=optimum has no accuracy budget"):
+        make_pass("quantize:backend=optimum,max_loss=0.01")

@@ -1,0 +1,204 @@
+"""In-memory models → teacher Variants: the entry point of the pipeline for training scripts (no file needed).
+
+Three routes, all written without pickle so a variant stays safe to load:
+- a Hugging Face `PreTrainedModel` → an `hf` variant (`save_pretrained`, safetensors, plus its tokenizer);
+- any `nn.Module` with `builder=` naming a registered architecture (built-in or an `optikit.architectures`
+  entry point) → a `torch` variant (safetensors weights, rebuilt from the builder and its kwargs);
+- any other `nn.Module` → an `onnx` variant (the module is exported; passes that need torch weights — pruning,
+  distillation — then refuse it before doing any work, which is the honest limit of a graph without its code).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optikit.config import require
+from optikit.data import DataSpec, Dataset, load_digits, load_table, make_splits
+from optikit.errors import ConfigError, DataError
+from optikit.variant import TaskInfo, Variant, library_versions, load_variant, variant_id
+
+DataArg = str | Path | Dataset | DataSpec | Mapping[str, Any]
+_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """How an in-memory module becomes a teacher variant (validated before anything is written)."""
+
+    name: str = "module"
+    builder: str | None = None  # a registered architecture name: the torch route
+    builder_kwargs: tuple[tuple[str, Any], ...] = ()
+    max_length: int = 128  # text only
+    seed: int = 0  # the split seed
+
+    def __post_init__(self) -> None:
+        require(bool(self.name.strip()), "name must not be empty")
+        require(self.max_length >= 2, f"max_length must be ≥ 2, got {self.max_length}")
+
+
+def resolve_data(data: DataArg, text_cols: Sequence[str] | None = None, label_col: str | None = None) -> Dataset:
+    """`"digits"`, a CSV/Parquet path (with text_cols and label_col), a {path, text_cols, label_col} mapping,
+    a DataSpec, or an optikit Dataset whose spec can be reloaded (every measuring process reloads it)."""
+    if isinstance(data, Dataset):
+        if data.spec.source != "digits" and not data.spec.path:
+            raise DataError("the Dataset has no file behind it: pass data='digits' or a CSV/Parquet path")
+        return data
+    if isinstance(data, DataSpec):
+        data = {"path": data.path, "text_cols": data.text_cols, "label_col": data.label_col} \
+            if data.source != "digits" else "digits"
+    if isinstance(data, Mapping):
+        text_cols = data.get("text_cols", text_cols)
+        label_col = data.get("label_col", label_col)
+        data = data.get("path") or ""
+    if str(data) == "digits":
+        return load_digits()
+    if not text_cols or not label_col:
+        raise ConfigError(f"data {data}: pass text_cols=[…] and label_col=… to name the text and label columns")
+    return load_table(str(data), tuple(text_cols), label_col)
+
+
+def _is_hf(module: Any) -> bool:
+    return hasattr(module, "save_pretrained") and hasattr(module, "config")
+
+
+def _check_labels(module: Any, dataset: Dataset, label_names: Sequence[str] | None) -> None:
+    """The model's output order must be the data's: optikit numbers labels by their sorted names."""
+    names = tuple(dataset.label_names)
+    if label_names is not None and tuple(map(str, label_names)) != names:
+        raise ConfigError(f"label_names {list(label_names)} differ from the data's {list(names)}: optikit numbers "
+                          "labels by their sorted names; train with that order (label2id from sorted names)")
+    if _is_hf(module):
+        n = getattr(module.config, "num_labels", None)
+        if n != len(names):
+            raise ConfigError(f"the model has {n} labels but the data has {len(names)}: {list(names)}")
+        id2label = getattr(module.config, "id2label", None) or {}
+        given = [str(id2label.get(i, "")) for i in range(len(names))]
+        if not all(g.startswith("LABEL_") for g in given) and tuple(given) != names:
+            raise ConfigError(f"the model's id2label {given} is not the data's sorted label order {list(names)}")
+
+
+def _builder_name(builder: str | Callable[..., Any] | None) -> str | None:
+    """A registered architecture name: only those can be rebuilt in every measuring process."""
+    from optikit.models import architectures
+
+    if builder is None or isinstance(builder, str):
+        if builder is not None:
+            architectures.get(builder)  # unknown name → an error that lists the known ones
+        return builder
+    for name, fn in architectures:
+        if fn is builder:
+            return name
+    raise ConfigError(f"builder {getattr(builder, '__name__', builder)!r} is not a registered architecture: declare "
+                      "it as an entry point in group optikit.architectures (so every process can rebuild it), "
+                      "pass its registered name, or pass no builder to export the module to ONNX")
+
+
+def _weights_digest(module: Any) -> str:
+    """The variant id hashes the weights themselves, so retraining gives a new variant and a rerun reuses it."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _export_onnx(module: Any, dataset: Dataset, splits: Any, directory: Path) -> None:
+    """The route for a module whose code optikit cannot rebuild: its graph, exported as export-onnx does."""
+    import torch
+    from torch.export import Dim
+
+    from optikit.errors import PassError
+    from optikit.models import PIXEL_INPUT
+
+    example = torch.from_numpy(dataset.take(splits.validation[:2]).inputs)  # batch 2: the exporter specialises 0/1
+    try:
+        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[PIXEL_INPUT],
+                                    output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1, max=4096)},),
+                                    opset_version=20, verbose=False, optimize=True, report=False)
+    except Exception as exc:
+        raise PassError(f"cannot export {type(module).__name__} to ONNX ({type(exc).__name__}): pass builder= "
+                        "naming a registered architecture instead") from exc
+    program.save(str(directory / "model.onnx"), external_data=False)
+
+
+def from_module(module: Any, *, data: DataArg, label_names: Sequence[str] | None = None,
+                tokenizer: Any = None, builder: str | Callable[..., Any] | None = None,
+                builder_kwargs: Mapping[str, Any] | None = None, text_cols: Sequence[str] | None = None,
+                label_col: str | None = None, name: str = "module", max_length: int = 128, seed: int = 0,
+                home: Path | None = None) -> Variant:
+    """Saves an in-memory classifier as a teacher Variant (content-addressed: the same weights and data reuse it).
+
+    Example:
+        model = digits_cnn(channels=(8, 16, 16), hidden=32)   # … trained in your own loop
+        teacher = optikit.from_module(model, data="digits", builder="digits-cnn",
+                                      builder_kwargs={"channels": (8, 16, 16), "hidden": 32})
+    """
+    import torch
+
+    from optikit._io import atomic_directory
+    from optikit.models import save_module
+    from optikit.teach import optikit_home
+
+    spec = ModuleSpec(name, None, tuple((builder_kwargs or {}).items()), max_length, seed)
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"from_module takes a torch nn.Module, got {type(module).__name__}")
+    dataset = resolve_data(data, text_cols, label_col)
+    _check_labels(module, dataset, label_names)
+    hf = _is_hf(module)
+    if hf and dataset.kind != "text":
+        raise ConfigError("a Hugging Face model needs text data: pass a CSV/Parquet path with text_cols, label_col")
+    if hf and tokenizer is None:
+        raise ConfigError("a Hugging Face text model needs its tokenizer: pass tokenizer=… (object or folder)")
+    if not hf and dataset.kind != "image":
+        raise ConfigError("a plain nn.Module is supported for image data (digits); wrap text models as Hugging Face")
+    arch_name = None if hf else _builder_name(builder)
+    fmt = "hf" if hf else "torch" if arch_name else "onnx"
+    architecture: dict[str, Any] = {"name": arch_name, **dict(spec.builder_kwargs)} if arch_name else {}
+    module = module.eval().cpu()
+    splits = make_splits(dataset.labels, seed)
+    data_key = dataset.spec.sha256 or dataset.spec.source
+    vid = variant_id("module", fmt, _weights_digest(module), architecture, data_key, seed, max_length,
+                     {k: library_versions().get(k) for k in ("torch", "transformers")})
+    target = (home or optikit_home() / "modules") / f"{_NAME.sub('-', name)}-{vid}"
+    if (target / "variant.json").is_file():
+        return load_variant(target)
+    with atomic_directory(target, replace=True) as tmp:
+        if fmt == "onnx":
+            _export_onnx(module, dataset, splits, tmp)
+        else:
+            if fmt == "torch":
+                # The builder must rebuild exactly these tensors, else the variant could never be reloaded.
+                shapes = {k: tuple(t.shape) for k, t in _build(architecture).state_dict().items()}
+                if shapes != {k: tuple(t.shape) for k, t in module.state_dict().items()}:
+                    raise ConfigError(f"builder {arch_name!r} with {dict(spec.builder_kwargs)} does not rebuild this "
+                                      "module (parameter names or shapes differ): pass the kwargs it was built with")
+            save_module(module, fmt, tmp)
+        if hf:
+            _save_tokenizer(tokenizer, tmp)
+        task = TaskInfo(dataset.kind, dataset.label_names, max_length)
+        Variant(id=vid, name=_NAME.sub("-", name), format=fmt, path=tmp, task=task, data=dataset.spec,  # type: ignore[arg-type]
+                splits=splits, architecture=architecture, versions=library_versions(),
+                report={"source": "from_module", "class": type(module).__name__}).save_manifest(tmp)
+    return load_variant(target)
+
+
+def _build(architecture: dict[str, Any]) -> Any:
+    from optikit.models import build_architecture
+
+    return build_architecture(architecture)
+
+
+def _save_tokenizer(tokenizer: Any, directory: Path) -> None:
+    if isinstance(tokenizer, str | Path):
+        from optikit.models import copy_tokenizer
+
+        copy_tokenizer(Path(tokenizer), directory)
+    else:
+        tokenizer.save_pretrained(str(directory))

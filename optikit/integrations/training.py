@@ -1,0 +1,83 @@
+"""After a training loop: the trained module → teacher Variant → pass chains → bench → report, in one call."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optikit.harness.results import Results
+from optikit.integrations.modules import DataArg, from_module
+from optikit.variant import Variant
+
+
+@dataclass(frozen=True)
+class AfterTraining:
+    """What `after_training` produced: the teacher, the last variant of each chain, the results and report files."""
+
+    teacher: Variant
+    variants: dict[str, Variant]
+    results: Results
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def metrics(self, prefix: str = "optikit") -> dict[str, float]:
+        """Headline figures per variant as flat `prefix/variant/figure` floats, for a logger or a Trainer."""
+        return headline_metrics(self.results, prefix)
+
+
+HEADLINE = ("accuracy", "f1_macro", "size_mb", "size_ratio", "agreement", "accuracy_delta", "f1_macro_delta")
+
+
+def headline_metrics(results: Results, prefix: str = "optikit") -> dict[str, float]:
+    frame = results.to_frame()
+    out: dict[str, float] = {}
+    for _, row in frame.iterrows():
+        for col, value in row.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+            if numeric and (col in HEADLINE or str(col).startswith(("p50_ms_b", "speedup_b"))):
+                out[f"{prefix}/{row['variant']}/{col}"] = float(value)
+    return out
+
+
+def _chains(passes: Sequence[Any] | Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    if isinstance(passes, Mapping):
+        return {str(k): list(v) for k, v in passes.items()}
+    return {"+".join(str(p).split(":")[0] for p in passes) or "teacher": list(passes)}
+
+
+def run_after_training(teacher: Variant, passes: Sequence[Any] | Mapping[str, Sequence[Any]], *,
+                       out: str | Path | None = None, threads: int | None = None,
+                       bench_options: Mapping[str, Any] | None = None, title: str = "optikit after training"
+                       ) -> AfterTraining:
+    """Runs each chain on `teacher`, benches the last variant of each against it, writes the report to `out`."""
+    from optikit import api
+    from optikit.report.outputs import write_outputs
+
+    variants: dict[str, Variant] = {}
+    for name, chain in _chains(passes).items():
+        if chain:
+            produced = api.compress_chain(teacher, chain, threads=threads)
+            variants[name] = produced[-1]
+    options = {"threads": threads, **dict(bench_options or {})}
+    results = api.bench([teacher, *variants.values()], **options)
+    for row, name in zip(results.variants[1:], variants, strict=True):
+        row.name = name  # the chain's name reads better in a report than teacher+pass+pass
+    paths = write_outputs(results, Path(out), title=title) if out else {}
+    return AfterTraining(teacher, variants, results, paths)
+
+
+def after_training(model: Any, passes: Sequence[Any] | Mapping[str, Sequence[Any]], *, data: DataArg,
+                   out: str | Path | None = None, threads: int | None = None,
+                   bench_options: Mapping[str, Any] | None = None, **module_options: Any) -> AfterTraining:
+    """The hook for a plain PyTorch loop: call it when training ends.
+
+    `passes` is one chain (`["export-onnx", "quantize"]`) or named chains (`{"int8": [...], "slim": [...]}`);
+    `module_options` go to `from_module` (label_names, tokenizer, builder, builder_kwargs, text_cols, label_col,
+    name); `bench_options` to `optikit.bench` (batch_sizes, min_seconds, suite, …).
+
+    Example:
+        outcome = after_training(model, ["quantize"], data="digits", builder="digits-cnn", out="reports/run")
+        print(outcome.results.best(max_loss=0.01).name)
+    """
+    teacher = from_module(model, data=data, **module_options)
+    return run_after_training(teacher, passes, out=out, threads=threads, bench_options=bench_options)

@@ -1,0 +1,67 @@
+"""The search space: which pass chains and settings a trial may pick, as Optuna suggestions → a chain of specs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optikit.config import require
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Orthogonal decisions, each a real lever on latency or loss (see STACK.md):
+
+    shrink (none / structured pruning with fine-tuning / distillation into a student) → runtime (torch / ONNX)
+    → quantization (none / dynamic / static with a calibration method, per-channel or not), where a quantize step
+    gets `max_loss` so its accuracy-aware fp32 fallback keeps the budget.
+    """
+
+    students: tuple[str, ...] = ()  # student recipes for the teacher's format; empty: no distillation
+    prune_amount: tuple[float, float] = (0.1, 0.7)
+    recover_epochs: tuple[int, int] = (1, 4)
+    calibrations: tuple[str, ...] = ("minmax", "entropy", "percentile")
+    max_loss: float | None = None  # handed to quantize so its fp32 fallback respects the search's budget
+
+    def __post_init__(self) -> None:
+        lo, hi = self.prune_amount
+        require(0 < lo < hi < 1, f"prune_amount must be 0 < low < high < 1, got {self.prune_amount}")
+        require(1 <= self.recover_epochs[0] <= self.recover_epochs[1], "recover_epochs must be 1 ≤ low ≤ high")
+
+    def suggest(self, trial: Any) -> list[str]:
+        """One chain of pass specs (`name:key=value,…`) from the trial's choices; empty means the teacher itself."""
+        chain: list[str] = []
+        shrinks = ["none", "prune", *(["distill"] if self.students else [])]
+        shrink = trial.suggest_categorical("shrink", shrinks)
+        if shrink == "prune":
+            amount = trial.suggest_float("prune_amount", *self.prune_amount, step=0.05)
+            epochs = trial.suggest_int("recover_epochs", *self.recover_epochs)
+            chain.append(f"prune-structured:amount={amount:.2f},recover=finetune,recover_epochs={epochs}")
+        elif shrink == "distill":
+            chain.append(f"distill:student={trial.suggest_categorical('student', list(self.students))}")
+        runtime = trial.suggest_categorical("runtime", ["torch", "onnx"])
+        if runtime == "onnx":
+            chain.append("export-onnx")
+            quant = trial.suggest_categorical("quantize", ["none", "dynamic", "static"])
+            budget = f",max_loss={self.max_loss:g}" if self.max_loss is not None else ""
+            per_channel = trial.suggest_categorical("per_channel", [True, False]) if quant != "none" else True
+            if quant == "dynamic":
+                chain.append(f"quantize:mode=dynamic,per_channel={str(per_channel).lower()}{budget}")
+            elif quant == "static":
+                calibration = trial.suggest_categorical("calibration", list(self.calibrations))
+                chain.append(f"quantize:mode=static,calibration={calibration},"
+                             f"per_channel={str(per_channel).lower()}{budget}")
+        return chain
+
+
+def students_for(teacher_format: str) -> tuple[str, ...]:
+    """Student recipes whose format is the teacher's (a CNN teacher gets CNN students, a BERT gets MiniLMs)."""
+    from optikit.recipes import builtin_recipes, load_recipe
+
+    out = []
+    for name in sorted(builtin_recipes("students")):
+        try:
+            if load_recipe(name, "students").format == teacher_format:
+                out.append(name)
+        except Exception:  # noqa: BLE001 - an unreadable recipe is simply not offered
+            continue
+    return tuple(out)
