@@ -105,7 +105,8 @@ def default_report_dir(root: str | Path = "reports") -> Path:
     return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def demo(out: str | Path | None = None, *, threads: int | None = None, min_seconds: float = 1.0) -> tuple[Results, dict[str, Path]]:
+def demo(out: str | Path | None = None, *, threads: int | None = None,
+         min_seconds: float = 1.0) -> tuple[Results, dict[str, Path]]:
     """The whole job on the embedded default: teach digits-cnn, export to ONNX, int8, bench, write the report."""
     teacher = teach("digits-cnn")
     onnx_fp32, onnx_int8 = compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"], threads=threads)

@@ -71,7 +71,8 @@ def teach(recipe: str, data: Path | None, text_cols: str | None, label_col: str 
 @click.option("--pass", "pass_specs", multiple=True, required=True, metavar="NAME[:key=value,…]",
               help="A pass to run; repeat for a chain (left to right).")
 @click.option("--data", type=click.Path(path_type=Path), help="Data for a text teacher named as MODEL.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the variants (default ~/.cache/optikit/variants).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the variants (default ~/.cache/optikit/variants).")
 @click.option("--threads", type=click.IntRange(min=1))
 def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, out: Path | None, threads: int | None) -> None:
     """Run a chain of passes on MODEL (a variant directory or a teacher name; default: digits-cnn)."""
@@ -125,9 +126,8 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     Writes results.json, results.csv, summary.md and report.html.
     """
     from optikit import api
-    from optikit.report.table import print_table
-
     from optikit.matrix.executors import ExecutorConfig
+    from optikit.report.table import print_table
     from optikit.tracking.mlflow import TrackingConfig
 
     tracking = TrackingConfig(tracking_uri, experiment) if track else None
@@ -224,7 +224,8 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
 
     from optikit import api
     from optikit.matrix.executors import ExecutorConfig
-    from optikit.search.study import SearchConfig, search as run_search, summary
+    from optikit.search.study import SearchConfig, summary
+    from optikit.search.study import search as run_search
 
     config = SearchConfig(model=model, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
                           trials=trials, batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})),

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from optikit._io import atomic_directory
-from optikit.data import DataSpec, Dataset, load_dataset, load_digits, load_table, make_splits
+from optikit.data import Dataset, DataSpec, load_dataset, load_digits, load_table, make_splits
 from optikit.errors import ConfigError
 from optikit.models import Encoder, build_architecture, load_hf_classifier, save_module
 from optikit.progress import say

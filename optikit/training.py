@@ -104,7 +104,8 @@ def fit(module: nn.Module, train: Dataset, encoder: Encoder, config: TrainConfig
     total_steps = max(1, steps_per_epoch * config.epochs)
     warmup = int(total_steps * config.warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+        optimizer,
+        lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     history: list[dict[str, float]] = []
     best_loss, best_state, stale = math.inf, None, 0
     with progress_bar(desc, total_steps) as advance:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optikit.config import require
-from optikit.data import DataSpec, Dataset, load_digits, load_table, make_splits
+from optikit.data import Dataset, DataSpec, load_digits, load_table, make_splits
 from optikit.errors import ConfigError, DataError
 from optikit.variant import TaskInfo, Variant, library_versions, load_variant, variant_id
 

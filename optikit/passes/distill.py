@@ -11,8 +11,15 @@ import numpy as np
 
 from optikit.config import require
 from optikit.errors import ConfigError
-from optikit.models import (RUNTIME_QUANTIZATION, Encoder, build_architecture, count_parameters, load_module,
-                            save_module, torch_forward)
+from optikit.models import (
+    RUNTIME_QUANTIZATION,
+    Encoder,
+    build_architecture,
+    count_parameters,
+    load_module,
+    save_module,
+    torch_forward,
+)
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.recipes import Recipe, builtin_recipes, load_recipe
 from optikit.training import TrainConfig, evaluate_loss, fit, seed_everything

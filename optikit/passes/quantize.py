@@ -12,9 +12,18 @@ import numpy as np
 from optikit.config import require
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.models import RUNTIME_QUANTIZATION, Encoder, copy_tokenizer
-from optikit.passes._ort_quant import (CalibrationReader, accuracy_aware, choose_reduce_range,
-                                       mean_kl, name_nodes, op_counts, quantizable_nodes, session_logits,
-                                       strip_node_metadata, unquantizable_graph)
+from optikit.passes._ort_quant import (
+    CalibrationReader,
+    accuracy_aware,
+    choose_reduce_range,
+    mean_kl,
+    name_nodes,
+    op_counts,
+    quantizable_nodes,
+    session_logits,
+    strip_node_metadata,
+    unquantizable_graph,
+)
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Variant
 

@@ -7,8 +7,19 @@ from importlib import resources
 from typing import Any
 
 from optikit.harness.results import Results, VariantResult
-from optikit.report.analysis import (Change, base_of, batch_sizes, f1_delta_points, f1_interval_points, field,
-                                     headline_batch, ok, size_ratio, speedup, verdict)
+from optikit.report.analysis import (
+    Change,
+    base_of,
+    batch_sizes,
+    f1_delta_points,
+    f1_interval_points,
+    field,
+    headline_batch,
+    ok,
+    size_ratio,
+    speedup,
+    verdict,
+)
 
 
 def script_json(data: Any) -> str:
@@ -38,7 +49,9 @@ def table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
     rows = []
     for v in results.variants:
         cells = [Cell(v.name, v.name), Cell(v.status, v.status, "bad" if v.status != "ok" else ""),
-                 Cell(v.format, v.format), Cell(" → ".join(s.split(":")[0] for s in v.lineage) or "teacher", len(v.lineage))]  # options: see Lineage
+                 Cell(v.format, v.format),
+                 # pass names only here; the Lineage section shows every option
+                 Cell(" → ".join(s.split(":")[0] for s in v.lineage) or "teacher", len(v.lineage))]
         if not ok(v) or base is None:
             cells.append(Cell(f"{v.error or 'not measured'}", None, "error"))
             rows.append({"cells": cells, "span": len(headers) - len(cells) + 1, "baseline": v.is_baseline})

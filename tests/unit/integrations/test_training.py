@@ -28,8 +28,13 @@ def test_trainer_callback_runs_when_training_ends_and_logs_through_the_trainer(t
                                                                              text_csv: Path, tmp_path: Path) -> None:
     pytest.importorskip("accelerate")
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from optikit.integrations import OptikitCallback
     from optikit.integrations.modules import resolve_data

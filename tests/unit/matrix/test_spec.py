@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from optikit.errors import ConfigError
-from optikit.matrix.spec import BASELINE, MaxF1Drop, MinSpeedup, NoFailures, load_matrix, parse_matrix
 from optikit.matrix.runner import plan_cells, validate
+from optikit.matrix.spec import BASELINE, MaxF1Drop, MinSpeedup, NoFailures, load_matrix, parse_matrix
 
 GOOD = """
 name = "t"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from optikit.errors import ConfigError, MissingDependencyError
-from optikit.passes.base import make_pass, plan_chain
 from optikit.passes._ort_quant import accuracy_aware
+from optikit.passes.base import make_pass, plan_chain
 from optikit.variant import Variant
 
 
