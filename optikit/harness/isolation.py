@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from optikit._process import exit_reason
 from optikit.errors import MeasurementError, OptikitError
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -37,14 +37,7 @@ def _write_inputs(directory: Path, stem: str, inputs: Any) -> None:
 
 
 def _death(returncode: int, stderr: str) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        reason = f"the measuring process was killed by {name}"
-    else:
-        reason = f"the measuring process exited with code {returncode} without a result"
+    reason = f"the measuring process {exit_reason(returncode)}" + ("" if returncode < 0 else " without a result")
     tail = " | ".join(line for line in stderr.strip().splitlines()[-3:] if line.strip())
     return f"{reason}{': ' + tail if tail else ''}"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optikit._io import write_json_atomic
+from optikit._process import exit_reason
 from optikit.errors import ConfigError
 from optikit.matrix.executors import ExecutorConfig, run_ray
 from optikit.matrix.spec import Matrix, TeacherSpec, VariantSpec
@@ -144,14 +144,8 @@ def _spec(cell: Cell, matrix: Matrix) -> dict[str, Any]:
 
 def _died(cell: Cell, returncode: int | None, log: Path, seconds: float, why: str = "") -> dict[str, Any]:
     if not why:
-        if returncode is not None and returncode < 0:
-            try:
-                name = signal.Signals(-returncode).name
-            except ValueError:
-                name = f"signal {-returncode}"
-            why = f"cell process killed by {name}"
-        else:
-            why = f"cell process exited with code {returncode} without a record"
+        why = f"cell process {exit_reason(returncode)}" + ("" if returncode is not None and returncode < 0
+                                                           else " without a record")
     tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-LOG_TAIL_LINES:] if log.exists() else []
     return {"key": cell.key, "variant": cell.variant.name, "teacher": cell.teacher.label, "device": cell.device,
             "chain": [s.spec() for s in cell.variant.chain], "status": "failed",
