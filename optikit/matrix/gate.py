@@ -52,10 +52,10 @@ def _check(rule: GateRule, group: str, results: Results) -> list[str]:
             return [f"{where}{rule.variant} is {got} at batch {batch} (at least {rule.ratio:g}× required)"]
         return []
     if isinstance(rule, MinSizeRatio):
-        ratio = size_ratio(v, base)
+        ratio = size_ratio(v, base, "weight_bytes" if rule.of == "weights" else "bytes_on_disk")
         if ratio is None or ratio < rule.ratio:
             got = "no size" if ratio is None else f"{ratio:.2f}×"
-            return [f"{where}{rule.variant} is {got} smaller (at least {rule.ratio:g}× required)"]
+            return [f"{where}{rule.variant}'s {rule.of} is {got} smaller (at least {rule.ratio:g}× required)"]
         return []
     raise TypeError(f"unknown gate rule {rule!r}")
 

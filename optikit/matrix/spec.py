@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from optikit.config import build_config, parse_pass_spec, require
 from optikit.errors import ConfigError
@@ -99,14 +99,17 @@ class MinSpeedup:
 
 @dataclass(frozen=True)
 class MinSizeRatio:
-    """The named variant must be at least `ratio` times smaller on disk than the baseline."""
+    """The named variant must be at least `ratio` times smaller than the baseline: the whole artifact on disk
+    (`of = "artifact"`, tokenizer and config included) or its weight files alone (`of = "weights"`)."""
 
     variant: str
     ratio: float = 1.0
+    of: Literal["artifact", "weights"] = "artifact"
     name: str = ""
 
     def __post_init__(self) -> None:
         require(self.ratio > 0, f"gate min-size-ratio ratio must be > 0, got {self.ratio}")
+        require(self.of in ("artifact", "weights"), f"gate min-size-ratio of must be artifact or weights, got {self.of!r}")
         if not self.name:
             object.__setattr__(self, "name", f"min-size-ratio({self.variant} ≥ {self.ratio:g}×)")
 

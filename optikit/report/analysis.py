@@ -64,8 +64,9 @@ def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> tuple[f
     return ref["p50_ms"] / mine["p50_ms"], None, None
 
 
-def size_ratio(v: VariantResult, base: VariantResult) -> float | None:
-    mine, ref = v.size.get("bytes_on_disk"), base.size.get("bytes_on_disk")
+def size_ratio(v: VariantResult, base: VariantResult, key: str = "bytes_on_disk") -> float | None:
+    """How many times smaller `v` is: `bytes_on_disk` (the whole artifact) or `weight_bytes`."""
+    mine, ref = v.size.get(key), base.size.get(key)
     return ref / mine if mine and ref else None
 
 

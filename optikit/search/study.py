@@ -106,7 +106,9 @@ def _matrix(config: SearchConfig, teacher: TeacherSpec, chains: dict[str, list[s
 
 
 def _pareto(done: list[TrialOutcome]) -> list[TrialOutcome]:
-    ok = [t for t in done if t.status == "ok" and t.loss is not None and t.cost is not None]
+    # One point per cell: a chain suggested twice is one variant (its record was reused), listed once.
+    unique = {t.variant: t for t in reversed(done)}
+    ok = [t for t in unique.values() if t.status == "ok" and t.loss is not None and t.cost is not None]
     return sorted((t for t in ok if not any((o.loss <= t.loss and o.cost <= t.cost) and  # type: ignore[operator]
                                             (o.loss < t.loss or o.cost < t.cost) for o in ok)),  # type: ignore[operator]
                   key=lambda t: t.cost)  # type: ignore[arg-type,return-value]

@@ -54,7 +54,7 @@ def test_gate_failure_exits_1_naming_the_rule(two_cell_run: Path, digits_teacher
     code = run_cli("bench", str(m), "--out", str(out), "--resume", "--gate")
     err = capsys.readouterr().err
     assert code == 1
-    assert "gate rule min-size-ratio(onnx ≥ 100×) failed: onnx is" in err
+    assert "gate rule min-size-ratio(onnx ≥ 100×) failed: onnx's artifact is" in err
     assert "done earlier (resumed)" in err and "…" not in err.split("resumed")[-1]
     assert run_cli("bench", str(m), "--out", str(out), "--resume") == 0  # without --gate: reported, not enforced
 

@@ -23,3 +23,17 @@ def test_gate_rules_pass_and_fail_with_reasons() -> None:
 def test_gate_rule_on_a_failed_variant_fails() -> None:
     [o] = evaluate((MinSizeRatio("broken", 1.0),), {"g": fake_results()})
     assert not o.passed and o.detail == "broken was not measured"
+
+
+def test_size_rule_can_count_the_weight_files_alone() -> None:
+    res = fake_results()
+    base = next(v for v in res.variants if v.is_baseline)
+    int8 = next(v for v in res.variants if v.name == "int8")
+    artifact = base.size["bytes_on_disk"] / int8.size["bytes_on_disk"]
+    weights = base.size["weight_bytes"] / int8.size["weight_bytes"]
+    assert weights > artifact  # the same tokenizer bytes on both sides dilute the artifact ratio
+    threshold = (artifact + weights) / 2
+    [on_disk, on_weights] = evaluate((MinSizeRatio("int8", threshold), MinSizeRatio("int8", threshold, of="weights")),
+                                     {"g": res})
+    assert not on_disk.passed and "int8's artifact is" in on_disk.detail
+    assert on_weights.passed
