@@ -37,7 +37,8 @@ def ensure_venv() -> None:
     print(f"installing {TORCH}", flush=True)
     subprocess.run([*pip, TORCH], check=True)
     print("installing optikit and its pinned dependencies", flush=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+    # Every extra: the test suite exercises MLflow tracking, the Ray executor, Optuna search and the Trainer hook.
+    subprocess.run([*pip, "-e", f"{ROOT}[dev,tracking,search,ray,hf]"], check=True)
     stamp.write_text(_stamp())
 
 

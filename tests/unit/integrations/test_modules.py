@@ -66,13 +66,21 @@ def test_compress_without_data_for_a_module_is_one_line_error(digits_teacher) ->
         optikit.compress(load_module(digits_teacher), ["quantize"])
 
 
-def test_from_module_saves_a_hugging_face_model_with_its_tokenizer(text_teacher, tmp_path) -> None:
-    from transformers import AutoTokenizer
+def test_from_module_saves_a_hugging_face_model_with_its_tokenizer(tiny_bert_checkpoint, text_csv, tmp_path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = load_module(text_teacher)
-    tok = AutoTokenizer.from_pretrained(str(text_teacher.path))
-    d = text_teacher.data
-    v = optikit.from_module(model, data=d.path, text_cols=d.text_cols, label_col=d.label_col, tokenizer=tok,
-                            max_length=32, home=tmp_path)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_checkpoint))
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert_checkpoint))
+    v = optikit.from_module(model, data=text_csv, text_cols=["title", "description"], label_col="tag",
+                            tokenizer=tok, max_length=32, home=tmp_path)
     assert v.format == "hf" and (v.path / "model.safetensors").is_file() and (v.path / "tokenizer.json").is_file()
-    assert v.task.label_names == text_teacher.task.label_names
+    assert v.task.label_names == ("language", "ops", "vision")
+    assert load_module(v).config.num_labels == 3
+
+
+def test_from_module_refuses_a_hugging_face_model_without_its_tokenizer(tiny_bert_checkpoint, text_csv) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_checkpoint))
+    with pytest.raises(ConfigError, match="tokenizer"):
+        optikit.from_module(model, data=text_csv, text_cols=["title"], label_col="tag")
