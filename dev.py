@@ -20,10 +20,12 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 # torch first and pinned: the CPU build lies on the build machines' disk, and a resolver left to choose would
 # download a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
+# Every extra: the test suite exercises MLflow tracking, the Ray executor, Optuna search and the Trainer hook.
+EXTRAS = "dev,tracking,search,ray,hf"
 
 
 def _stamp() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode() + EXTRAS.encode()).hexdigest()
 
 
 def ensure_venv() -> None:
@@ -37,8 +39,7 @@ def ensure_venv() -> None:
     print(f"installing {TORCH}", flush=True)
     subprocess.run([*pip, TORCH], check=True)
     print("installing optikit and its pinned dependencies", flush=True)
-    # Every extra: the test suite exercises MLflow tracking, the Ray executor, Optuna search and the Trainer hook.
-    subprocess.run([*pip, "-e", f"{ROOT}[dev,tracking,search,ray,hf]"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[{EXTRAS}]"], check=True)
     stamp.write_text(_stamp())
 
 
