@@ -35,7 +35,7 @@ def ensure_venv() -> None:
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--quiet", "--disable-pip-version-check"]
     print(f"installing {TORCH}", flush=True)
     subprocess.run([*pip, TORCH], check=True)
     print("installing optikit and its pinned dependencies", flush=True)
