@@ -65,14 +65,19 @@ def optikit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["OPTIKIT_HOME"] = old
 
 
+def teach_recipe_text(factory: pytest.TempPathFactory, filename: str, text: str):
+    """Writes a recipe into a fresh temporary folder and trains (or reuses) its teacher."""
+    from optikit.teach import teach
+
+    recipe = factory.mktemp("recipes") / filename
+    recipe.write_text(text)
+    return teach(str(recipe))
+
+
 @pytest.fixture(scope="session")
 def digits_teacher(tmp_path_factory: pytest.TempPathFactory, optikit_home: Path):
     """A small digits CNN (8/16/16 channels) trained for 6 epochs: real data, a few seconds."""
-    from optikit.teach import teach
-
-    recipe = tmp_path_factory.mktemp("recipes") / "digits-cnn-fast.toml"
-    recipe.write_text(FAST_DIGITS_RECIPE)
-    return teach(str(recipe))
+    return teach_recipe_text(tmp_path_factory, "digits-cnn-fast.toml", FAST_DIGITS_RECIPE)
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +106,7 @@ def tiny_bert_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def text_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_bert_checkpoint: Path, text_csv: Path):
     """The tiny BERT fine-tuned on the three-class CSV: an hf-format teacher in seconds."""
-    from optikit.teach import teach
-
-    recipe = tmp_path_factory.mktemp("recipes") / "tiny-bert-tags.toml"
-    recipe.write_text(f'''
+    return teach_recipe_text(tmp_path_factory, "tiny-bert-tags.toml", f'''
 name = "tiny-bert-tags"
 description = "2-layer BERT for tests"
 format = "hf"
@@ -121,7 +123,6 @@ learning_rate = 0.003
 batch_size = 8
 seed = 0
 ''')
-    return teach(str(recipe))
 
 
 @pytest.fixture

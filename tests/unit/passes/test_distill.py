@@ -13,6 +13,7 @@ from optikit.models import Encoder, load_module, torch_forward
 from optikit.passes.base import make_pass
 from optikit.passes.distill import Distill, DistillConfig, evenly_spaced, load_student
 from optikit.recipes import builtin_recipes
+from tests.conftest import teach_recipe_text
 
 # A digits teacher clearly better than cnn-small can be on its own, so the teacher has something to teach
 # (the session's 6-epoch digits_teacher is about as good as the student and would teach it its mistakes).
@@ -51,11 +52,7 @@ DISTILLED = "distill:student=cnn-small,epochs=20,temperature=4,alpha=0.7"
 
 @pytest.fixture(scope="module")
 def strong_teacher(tmp_path_factory: pytest.TempPathFactory, optikit_home: Path):
-    from optikit.teach import teach
-
-    recipe = tmp_path_factory.mktemp("recipes") / "digits-cnn-strong.toml"
-    recipe.write_text(STRONG_DIGITS_RECIPE)
-    return teach(str(recipe))
+    return teach_recipe_text(tmp_path_factory, "digits-cnn-strong.toml", STRONG_DIGITS_RECIPE)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ def _row(name: str, *, f1: float, acc: float, p50: float, size: int, lineage: li
                                  "dog": {"f1": f1 - 0.01, "precision": f1, "recall": f1, "support": 10}},
                    "per_slice": {"short": {"n": 8, "accuracy": acc, "f1_macro": f1}}}
     v.capability = {"log_loss": 0.3 + (0.9 - acc), "ece": 0.02}
-    v.size = {"bytes_on_disk": size, "weight_bytes": size - 700, "parameters": 1000, "nonzero_parameters": 1000, "compressed_bytes": size // 2}
+    v.size = {"bytes_on_disk": size, "weight_bytes": size - 700,
+              "parameters": 1000, "nonzero_parameters": 1000, "compressed_bytes": size // 2}
     v.latency = [{"batch_size": b, "samples": 30, "p50_ms": p50 * b ** 0.5, "p90_ms": p50 * b ** 0.5 * 1.2,
                   "p99_ms": p50 * b ** 0.5 * 1.5, "mean_ms": p50, "stdev_ms": 0.01, "cv": 0.01,
                   "throughput_per_s": b / p50 * 1e3} for b in (1, 32)]
