@@ -54,10 +54,7 @@ def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isol
         _write_inputs(directory, "suite_inputs", suite_inputs)
         if isolate:
             # Thread pools are sized when torch / ORT load: the variables must be set before the child starts.
-            env = {**os.environ, **{v: str(job["threads"]) for v in THREAD_VARIABLES},
-                   # Idle OpenMP threads sleep instead of spinning: a spinning runtime steals the cores the other
-                   # model needs in the interleaved speedup rounds, and inflates the speedup it reports.
-                   "OMP_WAIT_POLICY": "PASSIVE"}
+            env = {**os.environ, **{v: str(job["threads"]) for v in THREAD_VARIABLES}}
             try:
                 proc = subprocess.run([sys.executable, "-m", "optikit.harness._child", str(directory)], env=env,
                                       capture_output=True, text=True, timeout=timeout_s, check=False)
