@@ -9,7 +9,7 @@ from typing import Any
 from optikit.errors import ConfigError
 from optikit.harness.bench import BenchConfig
 from optikit.harness.bench import bench as _bench
-from optikit.harness.latency import LatencyConfig
+from optikit.harness.latency import DEFAULT_MIN_SECONDS, LatencyConfig
 from optikit.harness.results import Results
 from optikit.harness.significance import SignificanceConfig
 from optikit.harness.timing import SpeedupConfig
@@ -76,7 +76,7 @@ def compress(model: ModelSpec, passes: Sequence[PassSpec], **kwargs: Any) -> Var
 
 
 def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_sizes: Sequence[int] = (1, 32),
-          min_iterations: int = 30, min_seconds: float = 1.0, device: str = "cpu", pad_to: int | None = None,
+          min_iterations: int = 30, min_seconds: float = DEFAULT_MIN_SECONDS, device: str = "cpu", pad_to: int | None = None,
           fail_fast: bool = False, suite: str = "auto", slices: Mapping[str, Any] | Sequence[str] | None = None,
           resamples: int = 1000, seed: int = 0, speedup_rounds: int = 20, isolate: bool = True,
           data: Any = None) -> Results:
@@ -106,7 +106,7 @@ def default_report_dir(root: str | Path = "reports") -> Path:
 
 
 def demo(out: str | Path | None = None, *, threads: int | None = None,
-         min_seconds: float = 1.0) -> tuple[Results, dict[str, Path]]:
+         min_seconds: float = DEFAULT_MIN_SECONDS) -> tuple[Results, dict[str, Path]]:
     """The whole job on the embedded default: teach digits-cnn, export to ONNX, int8, bench, write the report."""
     teacher = teach("digits-cnn")
     onnx_fp32, onnx_int8 = compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"], threads=threads)

@@ -116,7 +116,8 @@ def measure(job_dir: Path, isolated: bool) -> dict[str, Any]:
                            "latency": [], "tokenization_ms": {}, "speedup_rounds": []}
     for b in latency_config.batch_sizes:
         samples = time_calls(model.cycler(model.batches(inputs, b)), latency_config, model.runner.synchronize)
-        out["latency"].append(Latency.from_samples(b, samples).to_dict())
+        out["latency"].append(Latency.from_samples(b, samples, latency_config.blocks,
+                                                       latency_config.min_block_calls).to_dict())
         if model.encoder.kind == "text":
             # Timed apart from the model: a fast int8 model behind a slow tokenizer is still slow to a user.
             texts = [_take(inputs, [(j * b + k) % len(inputs) for k in range(b)]) for j in range(TOKENIZATION_BATCHES)]

@@ -24,7 +24,7 @@ from optikit.harness.significance import SignificanceConfig, ratio_interval, sig
 from optikit.harness.slices import per_slice, slice_masks
 from optikit.harness.timing import SpeedupConfig
 from optikit.progress import say
-from optikit.runners import default_threads
+from optikit.runners import measurement_threads
 from optikit.variant import Variant
 
 
@@ -33,7 +33,7 @@ class BenchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     speedup: SpeedupConfig = field(default_factory=SpeedupConfig)
     significance: SignificanceConfig = field(default_factory=SignificanceConfig)
-    threads: int = 0  # 0: min(cores, 8)
+    threads: int = 0  # 0: one less than the cores, at most 8 (runners.measurement_threads says why)
     device: str = "cpu"
     split: str = "test"
     eval_batch_size: int = 64
@@ -94,7 +94,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
     if not variants:
         raise ConfigError("nothing to bench: give at least one variant")
     config = config or BenchConfig()
-    threads = config.threads or default_threads()
+    threads = config.threads or measurement_threads()
     baseline = variants[0]
     for v in variants[1:]:
         if v.task.label_names != baseline.task.label_names:
@@ -170,6 +170,16 @@ def _slower_than_parent(r: VariantResult, parent: VariantResult, baseline_id: st
     return notes
 
 
+INTERFERENCE_NOTE = 0.10  # a typical block this far above the quietest one means the machine was busy
+
+
+def _interference(latency: list[dict[str, Any]]) -> list[str]:
+    return [f"timing at batch {lat['batch_size']} was disturbed: the typical stretch ran {lat['interference']:.0%} "
+            f"slower than the quietest (p50 of all calls {lat['p50_ms']:.3f} ms, steady {lat['steady_p50_ms']:.3f} ms); "
+            "the tables use the steady figure, and the interleaved speedups are unaffected"
+            for lat in latency if lat.get("interference", 0.0) > INTERFERENCE_NOTE]
+
+
 def _add_notes(rows: list[VariantResult], baseline_id: str) -> None:
     """Plain warnings a reader needs: a compressed variant that is slower than its parent, sparse weights in dense kernels."""
     by_id = {r.id: r for r in rows}
@@ -179,6 +189,7 @@ def _add_notes(rows: list[VariantResult], baseline_id: str) -> None:
         parent = by_id.get(r.parent or "")
         if parent and parent.status == "ok":
             r.notes.extend(_slower_than_parent(r, parent, baseline_id))
+        r.notes.extend(_interference(r.latency))
         size = r.size
         if size.get("parameters") and size["nonzero_parameters"] < 0.9 * size["parameters"]:
             r.notes.append("zeros in dense kernels do not make inference faster: this sparsity saves compressed "

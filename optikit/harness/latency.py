@@ -1,4 +1,12 @@
-"""Latency: warm up until stable, then time at least N calls and T seconds; summarise as percentiles."""
+"""Latency: warm up until stable, then time at least N calls and T seconds; summarise as percentiles.
+
+The percentiles describe every timed call, interference included. Interference on a shared machine (another
+process, a neighbour on the same host, a frequency change) comes in stretches, and a one-second measurement can
+fall inside one. So the timed calls are also cut into consecutive blocks, and `steady_p50_ms` is the median of
+the quietest block: timing noise only ever adds time, so the least disturbed stretch is the best estimate of
+what the model itself costs, and it is the figure that repeats from run to run (Chen & Revels, "Robust
+benchmarking in noisy environments", 2016). `interference` says how far the typical block sat above it.
+"""
 from __future__ import annotations
 
 import statistics
@@ -11,21 +19,30 @@ import numpy as np
 
 from optikit.config import require
 
+# Two seconds of timed calls per batch size: long enough that a stretch of interference rarely covers every block.
+DEFAULT_MIN_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class LatencyConfig:
     batch_sizes: tuple[int, ...] = (1, 32)
     warmup_min: int = 5  # at least this many untimed calls …
     warmup_max: int = 200  # … and at most this many while waiting for the times to settle
+    warmup_seconds: float = 0.25  # … for at least this long: allocators, caches and clocks settle in time, not calls
     min_iterations: int = 30
-    min_seconds: float = 1.0
+    min_seconds: float = DEFAULT_MIN_SECONDS
     max_iterations: int = 5000
+    blocks: int = 20  # the timed calls are cut into this many consecutive blocks for the steady estimate …
+    min_block_calls: int = 5  # … of at least this many calls each (fewer blocks when there are fewer calls)
 
     def __post_init__(self) -> None:
         require(all(b >= 1 for b in self.batch_sizes) and self.batch_sizes, "batch_sizes must be ≥ 1")
         require(self.min_iterations >= 3, f"min_iterations must be ≥ 3, got {self.min_iterations}")
         require(self.min_seconds >= 0, f"min_seconds must be ≥ 0, got {self.min_seconds}")
         require(self.max_iterations >= self.min_iterations, "max_iterations must be ≥ min_iterations")
+        require(self.warmup_seconds >= 0, f"warmup_seconds must be ≥ 0, got {self.warmup_seconds}")
+        require(self.blocks >= 1, f"blocks must be ≥ 1, got {self.blocks}")
+        require(self.min_block_calls >= 1, f"min_block_calls must be ≥ 1, got {self.min_block_calls}")
 
 
 @dataclass(frozen=True)
@@ -41,20 +58,31 @@ class Latency:
     stdev_ms: float
     cv: float
     throughput_per_s: float  # examples per second at the median
+    steady_p50_ms: float  # the median of the quietest block of consecutive calls
+    block_p50_ms: tuple[float, ...]  # every block's median, in the order they were timed
+    interference: float  # median block median / steady_p50_ms - 1: 0 on a quiet machine
 
     @classmethod
-    def from_samples(cls, batch_size: int, seconds: list[float] | np.ndarray) -> Latency:
+    def from_samples(cls, batch_size: int, seconds: list[float] | np.ndarray, blocks: int = 1,
+                     min_block_calls: int = 5) -> Latency:
+        """`seconds` in the order they were timed: blocks are consecutive calls, never a resampling."""
         ms = np.asarray(seconds, dtype=float) * 1e3
         if ms.size == 0:
             raise ValueError("no latency samples")
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
         mean = float(ms.mean())
         stdev = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
+        n_blocks = max(1, min(blocks, ms.size // min_block_calls))
+        block_p50 = tuple(float(np.median(chunk)) for chunk in np.array_split(ms, n_blocks))
+        steady = min(block_p50)
         return cls(batch_size, int(ms.size), float(p50), float(p90), float(p99), mean, stdev,
-                   stdev / mean if mean else 0.0, batch_size / (float(p50) / 1e3) if p50 else 0.0)
+                   stdev / mean if mean else 0.0, batch_size / (float(p50) / 1e3) if p50 else 0.0,
+                   steady, block_p50, float(np.median(block_p50)) / steady - 1 if steady else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["block_p50_ms"] = list(self.block_p50_ms)
+        return d
 
 
 def _settled(times: list[float], window: int = 5) -> bool:
@@ -69,12 +97,14 @@ def _settled(times: list[float], window: int = 5) -> bool:
 def time_calls(call: Callable[[], Any], config: LatencyConfig, sync: Callable[[], None] = lambda: None) -> list[float]:
     """Warm-up until settled, then the timed calls; `sync` waits for device work before each clock read."""
     warm: list[float] = []
+    began = time.perf_counter()
     while len(warm) < config.warmup_max:
         start = time.perf_counter()
         call()
         sync()
         warm.append(time.perf_counter() - start)
-        if len(warm) >= config.warmup_min and _settled(warm):
+        if (len(warm) >= config.warmup_min and time.perf_counter() - began >= config.warmup_seconds
+                and _settled(warm)):
             break
     samples: list[float] = []
     begin = time.perf_counter()
@@ -85,3 +115,9 @@ def time_calls(call: Callable[[], Any], config: LatencyConfig, sync: Callable[[]
         sync()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def headline_ms(latency: dict[str, Any]) -> float:
+    """The latency every table, comparison and ranking uses: the steady median (the plain median for results
+    written before it existed). It is the figure that repeats from run to run on a machine with interference."""
+    return float(latency.get("steady_p50_ms") or latency["p50_ms"])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from optikit._io import write_text_atomic
+from optikit.harness.latency import headline_ms
 
 RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
 
@@ -108,13 +109,14 @@ class Results:
                 for lat in v.latency:
                     b = lat["batch_size"]
                     ref = base.latency_at(b)
+                    row[f"ms_b{b}"] = headline_ms(lat)
                     row[f"p50_ms_b{b}"] = lat["p50_ms"]
                     row[f"p99_ms_b{b}"] = lat["p99_ms"]
                     row[f"throughput_b{b}"] = lat["throughput_per_s"]
                     paired = next((s for s in v.speedup if s["batch_size"] == b), None)
                     # The interleaved ratio when there is one: it is immune to drift between the two measurements.
                     row[f"speedup_b{b}"] = (paired["ratio"] if paired else
-                                            ref["p50_ms"] / lat["p50_ms"] if ref and lat["p50_ms"] else None)
+                                            headline_ms(ref) / headline_ms(lat) if ref and lat["p50_ms"] else None)
             else:
                 row["error"] = v.error
             rows.append(row)
@@ -142,7 +144,7 @@ class Results:
             if objective == "size":
                 return float(v.size.get("bytes_on_disk") or float("inf"))
             lat = v.latency_at(batch) if batch is not None else None
-            return float(lat["p50_ms"]) if lat else float("inf")
+            return headline_ms(lat) if lat else float("inf")
 
         # A small epsilon: the baseline's own metric read back through JSON must not exclude it.
         within = [v for v in self.variants if v.status == "ok" and v.alignment

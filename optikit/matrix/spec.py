@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from optikit.config import build_config, parse_pass_spec, require
 from optikit.errors import ConfigError
+from optikit.harness.latency import DEFAULT_MIN_SECONDS
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 BASELINE = "baseline"
@@ -60,7 +61,7 @@ class VariantSpec:
 @dataclass(frozen=True)
 class LatencySpec:
     min_iterations: int = 30
-    min_seconds: float = 1.0
+    min_seconds: float = DEFAULT_MIN_SECONDS
     warmup_max: int = 200
 
     def __post_init__(self) -> None:

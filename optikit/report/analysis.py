@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
 
 
@@ -52,7 +53,7 @@ def f1_interval_points(v: VariantResult) -> tuple[float, float] | None:
 
 
 def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> tuple[float | None, float | None, float | None]:
-    """(ratio, low, high) of baseline p50 / variant p50 at `batch`; the interval only when the harness gave one."""
+    """(ratio, low, high) of baseline / variant latency at `batch`; the interval only when the harness gave one."""
     if batch is None or not ok(v):
         return None, None, None
     for row in field(v, "speedup", []):
@@ -61,7 +62,7 @@ def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> tuple[f
     mine, ref = v.latency_at(batch), base.latency_at(batch)
     if not mine or not ref or not mine.get("p50_ms"):
         return None, None, None
-    return ref["p50_ms"] / mine["p50_ms"], None, None
+    return headline_ms(ref) / headline_ms(mine), None, None
 
 
 def size_ratio(v: VariantResult, base: VariantResult, key: str = "bytes_on_disk") -> float | None:
@@ -100,7 +101,7 @@ def verdict(results: Results, budget_points: float = 1.0) -> Verdict:
     ratio, size, best = max(candidates, key=lambda c: (round(c[0], 2), c[1]))
     delta = f1_delta_points(best, base) or 0.0
     interval = f1_interval_points(best)
-    reasons = [f"{ratio:.2f}× faster (p50, batch {batch})", f"{size:.2f}× smaller on disk",
+    reasons = [f"{ratio:.2f}× faster (batch {batch})", f"{size:.2f}× smaller on disk",
                f"macro-F1 {delta:+.2f} points" + (f" (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})" if interval else "")]
     if interval is None:
         confidence = "Not certain: no confidence interval was measured for the F1 delta (point estimate only)."
@@ -127,7 +128,7 @@ LATENCY_SAME = 0.05
 
 
 def compare(new: Results, old: Results) -> list[Change]:
-    """What got better or worse per variant (by name) between two runs: macro-F1, p50 per batch, size."""
+    """What got better or worse per variant (by name) between two runs: macro-F1, latency per batch, size."""
     changes: list[Change] = []
     old_by = {v.name: v for v in old.variants}
     new_by = {v.name: v for v in new.variants}
@@ -151,8 +152,8 @@ def compare(new: Results, old: Results) -> list[Change]:
         for lat in v.latency:
             ref = o.latency_at(lat["batch_size"])
             if ref and ref.get("p50_ms"):
-                rel = lat["p50_ms"] / ref["p50_ms"] - 1
-                changes.append(Change(name, f"p50 ms b{lat['batch_size']}", ref["p50_ms"], lat["p50_ms"],
+                rel = headline_ms(lat) / headline_ms(ref) - 1
+                changes.append(Change(name, f"ms b{lat['batch_size']}", headline_ms(ref), headline_ms(lat),
                                       "same" if abs(rel) < LATENCY_SAME else "better" if rel < 0 else "worse"))
         s_new, s_old = v.size.get("bytes_on_disk"), o.size.get("bytes_on_disk")
         if s_new and s_old:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
 from optikit.report.analysis import base_of, batch_sizes, f1_interval_points, field, headline_batch, ok
 
@@ -15,7 +16,7 @@ def _esc(text: Any) -> str:
 
 
 def latency_vs_f1(results: Results) -> Any:
-    """p50 latency (error bar to p90) against macro-F1 (error bar: bootstrap CI) per batch size, with the Pareto
+    """Steady median latency (error bar to p90) against macro-F1 (error bar: bootstrap CI) per batch size, with the Pareto
     frontier at the headline batch size: the variants nothing else beats on both axes."""
     import plotly.graph_objects as go
 
@@ -39,20 +40,20 @@ def latency_vs_f1(results: Results) -> Any:
                 lo.append(0.0)
                 hi.append(0.0)
         fig.add_trace(go.Scatter(
-            x=[lat["p50_ms"] for _, lat in pts], y=ys, mode="markers+text", name=f"batch {b}",
+            x=[headline_ms(lat) for _, lat in pts], y=ys, mode="markers+text", name=f"batch {b}",
             text=[_esc(v.name) for v, _ in pts], textposition="top center",
-            error_x={"type": "data", "symmetric": False, "array": [lat["p90_ms"] - lat["p50_ms"] for _, lat in pts],
+            error_x={"type": "data", "symmetric": False, "array": [max(lat["p90_ms"] - headline_ms(lat), 0.0) for _, lat in pts],
                      "arrayminus": [0.0] * len(pts)},
             error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo, "visible": any(hi + lo)},
-            hovertemplate="%{text}<br>p50 %{x:.3f} ms<br>macro-F1 %{y:.2f}<extra>batch " + str(b) + "</extra>"))
+            hovertemplate="%{text}<br>%{x:.3f} ms<br>macro-F1 %{y:.2f}<extra>batch " + str(b) + "</extra>"))
     b = headline_batch(results)
     if b is not None:
         front = pareto(measured, b)
         if len(front) > 1:
-            fig.add_trace(go.Scatter(x=[v.latency_at(b)["p50_ms"] for v in front],
+            fig.add_trace(go.Scatter(x=[headline_ms(v.latency_at(b)) for v in front],
                                      y=[v.alignment["f1_macro"] * 100 for v in front], mode="lines",
                                      name=f"Pareto frontier (batch {b})", line={"dash": "dot", "color": "#444"}))
-    fig.update_layout(**LAYOUT, title="Latency (p50, bar to p90) vs macro-F1", xaxis_title="p50 latency per call (ms)",
+    fig.update_layout(**LAYOUT, title="Latency (steady median, bar to p90) vs macro-F1", xaxis_title="latency per call (ms)",
                       yaxis_title="macro-F1 (%)")
     fig.update_xaxes(type="log")
     return fig
@@ -60,7 +61,7 @@ def latency_vs_f1(results: Results) -> Any:
 
 def pareto(variants: list[VariantResult], batch: int) -> list[VariantResult]:
     """Variants not beaten on both latency (lower) and macro-F1 (higher), sorted by latency."""
-    pts = sorted((v for v in variants if v.latency_at(batch)), key=lambda v: v.latency_at(batch)["p50_ms"])
+    pts = sorted((v for v in variants if v.latency_at(batch)), key=lambda v: headline_ms(v.latency_at(batch)))
     front, best = [], -1.0
     for v in pts:
         if v.alignment["f1_macro"] > best:

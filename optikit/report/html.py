@@ -8,6 +8,7 @@ from typing import Any
 
 from optikit.harness.results import Results, VariantResult
 from optikit.report.analysis import (
+from optikit.harness.latency import headline_ms
     Change,
     base_of,
     batch_sizes,
@@ -44,7 +45,7 @@ def table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
     base = base_of(results)
     sizes = batch_sizes(results)
     headers = ["variant", "status", "format", "lineage", "macro-F1", "ΔF1 (pts)", "accuracy", "size MB", "×smaller"]
-    headers += [f"p50 ms b{b}" for b in sizes] + [f"×faster b{b}" for b in sizes]
+    headers += [f"ms b{b}" for b in sizes] + [f"×faster b{b}" for b in sizes]
     headers += ["agreement", "flips →wrong", "behavioural", "peak RSS MB"]
     rows = []
     for v in results.variants:
@@ -63,7 +64,7 @@ def table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
                   Cell(delta_text, delta, "bad" if delta is not None and delta < -1 else ""),
                   _num(v.alignment.get("accuracy", 0) * 100, ".2f"),
                   _num(v.size.get("bytes_on_disk", 0) / 1e6, ".3f"), _num(size_ratio(v, base), ".2f", "×")]
-        cells += [_num((v.latency_at(b) or {}).get("p50_ms"), ".3f") for b in sizes]
+        cells += [_num(headline_ms(v.latency_at(b)) if v.latency_at(b) else None, ".3f") for b in sizes]
         for b in sizes:
             ratio, lo, hi = speedup(v, base, b)
             c = _num(ratio, ".2f", "×")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from optikit.config import require
 from optikit.errors import MissingDependencyError
+from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
 from optikit.matrix.executors import ExecutorConfig
 from optikit.matrix.spec import BASELINE, LatencySpec, Matrix, TeacherSpec, VariantSpec, _step
@@ -94,7 +95,7 @@ def _figures(record: dict[str, Any], config: SearchConfig) -> tuple[float, float
         return loss, 1.0 / paired["ratio"]
     mine = next(r for r in row["latency"] if r["batch_size"] == config.batch_size)
     ref = next(r for r in base["latency"] if r["batch_size"] == config.batch_size)
-    return loss, mine["p50_ms"] / ref["p50_ms"]
+    return loss, headline_ms(mine) / headline_ms(ref)
 
 
 def _matrix(config: SearchConfig, teacher: TeacherSpec, chains: dict[str, list[str]]) -> Matrix:

@@ -1,8 +1,9 @@
 """Specification of runners: one interface over torch and ONNX Runtime."""
 import numpy as np
+import pytest
 
 from optikit.models import Encoder
-from optikit.runners import OrtRunner, TorchRunner, load_runner
+from optikit.runners import OrtRunner, TorchRunner, default_threads, load_runner, measurement_threads
 from optikit.teach import dataset_for
 
 
@@ -32,3 +33,9 @@ def test_text_batches_pad_to_their_own_longest_sequence(text_teacher):
 
 def test_fixed_shape_mode_pads_to_the_given_length(text_teacher):
     assert Encoder(text_teacher).encode(["vision"], pad_to=24)["input_ids"].shape == (1, 24)
+
+
+@pytest.mark.parametrize(("cores", "work", "timing"), [(1, 1, 1), (2, 2, 1), (4, 4, 3), (16, 8, 8)])
+def test_timing_leaves_a_core_to_the_os_and_work_uses_them_all(monkeypatch, cores, work, timing):
+    monkeypatch.setattr("optikit.runners._cores", lambda: cores)
+    assert (default_threads(), measurement_threads()) == (work, timing)
