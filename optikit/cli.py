@@ -93,7 +93,8 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default reports/<run>/).")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeatable; default 1 and 32.")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=None, help=f"Timing per batch size (default {DEFAULT_MIN_SECONDS:g}).")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
+              help=f"Timing per batch size (default {DEFAULT_MIN_SECONDS:g}).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed variant or matrix cell.")
 @click.option("--gate", is_flag=True, help="Matrix: exit 1 when a gate rule fails, naming each rule.")
@@ -144,7 +145,8 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
 
     resolved = [resolve_model(m) for m in models]  # kept: tracking logs each variant's manifest
     results = api.bench(resolved, threads=threads, batch_sizes=batch_sizes or (1, 32),
-                        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device, fail_fast=fail_fast,
+                        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
+                        fail_fast=fail_fast,
                         suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
                         isolate=not no_isolate)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
 from optikit.report.analysis import (
-from optikit.harness.latency import headline_ms
     Change,
     base_of,
     batch_sizes,
