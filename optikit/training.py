@@ -32,6 +32,9 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0  # early stopping: epochs without a better validation loss before stopping (0 = off)
     shift_augment: int = 0  # images only: shift each training image by up to this many pixels
+    # "balanced" weighs each class's cross-entropy by n / (classes × its count), so a rare class counts as much
+    # as a common one: what macro-F1 rewards. Applies to the default loss, not to a loss_fn (distillation).
+    class_weight: str = "none"
 
     def __post_init__(self) -> None:
         require(self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}")
@@ -40,6 +43,8 @@ class TrainConfig:
         require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         require(self.patience >= 0, f"patience must be ≥ 0, got {self.patience}")
         require(self.shift_augment >= 0, f"shift_augment must be ≥ 0, got {self.shift_augment}")
+        require(self.class_weight in ("none", "balanced"),
+                f"class_weight must be 'none' or 'balanced', got {self.class_weight!r}")
 
 
 def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,6 +56,14 @@ def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
         xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
         out[i, ..., yd, xd] = images[i, ..., ys, xs]
     return out
+
+
+def balanced_class_weights(labels: np.ndarray, classes: int) -> np.ndarray:
+    """n / (classes × count) per class (scikit-learn's "balanced"); a class absent from `labels` weighs 0."""
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = np.where(counts > 0, len(labels) / (classes * counts), 0.0)
+    return weights.astype(np.float32)
 
 
 def seed_everything(seed: int) -> None:
@@ -108,6 +121,8 @@ def fit(module: nn.Module, train: Dataset, encoder: Encoder, config: TrainConfig
         lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     history: list[dict[str, float]] = []
     best_loss, best_state, stale = math.inf, None, 0
+    weight = (torch.from_numpy(balanced_class_weights(train.labels, len(train.label_names)))
+              if config.class_weight == "balanced" else None)
     with progress_bar(desc, total_steps) as advance:
         for epoch in range(config.epochs):
             module.train()
@@ -122,7 +137,7 @@ def fit(module: nn.Module, train: Dataset, encoder: Encoder, config: TrainConfig
                 feeds = _to_tensors(encoder.encode(inputs))
                 labels = torch.from_numpy(batch.labels)
                 logits = torch_forward(module, feeds)
-                loss = loss_fn(logits, labels, feeds, idx) if loss_fn else F.cross_entropy(logits, labels)
+                loss = loss_fn(logits, labels, feeds, idx) if loss_fn else F.cross_entropy(logits, labels, weight=weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
