@@ -174,10 +174,13 @@ INTERFERENCE_NOTE = 0.10  # a typical block this far above the quietest one mean
 
 
 def _interference(latency: list[dict[str, Any]]) -> list[str]:
-    return [f"timing at batch {lat['batch_size']} was disturbed: the typical stretch ran {lat['interference']:.0%} "
-            f"slower than the quietest (p50 of all calls {lat['p50_ms']:.3f} ms, steady {lat['steady_p50_ms']:.3f} ms); "
-            "the tables use the steady figure, and the interleaved speedups are unaffected"
-            for lat in latency if lat.get("interference", 0.0) > INTERFERENCE_NOTE]
+    busy = [lat for lat in latency if lat.get("interference", 0.0) > INTERFERENCE_NOTE]
+    if not busy:
+        return []
+    where = ", ".join(f"batch {lat['batch_size']}: +{lat['interference']:.0%} (p50 {lat['p50_ms']:.3g} ms, steady "
+                      f"{lat['steady_p50_ms']:.3g} ms)" for lat in busy)
+    return [f"the machine was busy while timing; the typical stretch ran slower than the quietest ({where}). Tables "
+            "use the steady figure; the interleaved speedups are unaffected"]
 
 
 def _add_notes(rows: list[VariantResult], baseline_id: str) -> None:
