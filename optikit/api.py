@@ -79,13 +79,14 @@ def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_si
           min_iterations: int = 30, min_seconds: float = DEFAULT_MIN_SECONDS, device: str = "cpu", pad_to: int | None = None,
           fail_fast: bool = False, suite: str = "auto", slices: Mapping[str, Any] | Sequence[str] | None = None,
           resamples: int = 1000, seed: int = 0, speedup_rounds: int = 20, isolate: bool = True,
-          data: Any = None) -> Results:
+          processes: int = 1, data: Any = None) -> Results:
     """Measures every variant against the first (the baseline) on the baseline's test split.
 
     `suite`: "auto", "none", a built-in suite name or a suite file (see optikit/suites/minilm-tags.toml).
     `slices`: spec strings (`["tag=mlops", "words<20"]`) or a mapping name → spec string or callable
     `fn(frame) -> bool mask`. `resamples` and `seed` drive the paired bootstrap; `speedup_rounds` the
-    interleaved baseline/variant timing.
+    interleaved baseline/variant timing. `processes` > 1 times each variant's latency in that many fresh
+    processes and pools them: steadier absolute figures where processes differ (the core they land on).
 
     Example:
         results = optikit.bench(["digits-cnn", int8], suite="digits", slices={"odd": lambda f: f.index % 2 == 1})
@@ -97,7 +98,8 @@ def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_si
                                                min_seconds=min_seconds),
                          speedup=SpeedupConfig(rounds=speedup_rounds, seed=seed),
                          significance=SignificanceConfig(resamples=resamples, seed=seed),
-                         threads=threads or 0, device=device, pad_to=pad_to, suite=suite, isolate=isolate)
+                         threads=threads or 0, device=device, pad_to=pad_to, suite=suite, isolate=isolate,
+                         processes=processes)
     return _bench(resolved, config, data=data, fail_fast=fail_fast, slices=named)
 
 

@@ -111,6 +111,8 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
               help="Variants: interleaved baseline/variant rounds behind each speedup interval.")
 @click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
 @click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Variants: time each variant's latency in N fresh processes and pool them (steadier figures).")
 @click.option("--no-isolate", is_flag=True, help="Variants: measure in this process (debugging; default one process each).")
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log a run per variant, nested under one run (MLflow).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
@@ -121,7 +123,7 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
           min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
           suite: str, slices: tuple[str, ...], resamples: int, seed: int, speedup_rounds: int, pad_to: int | None,
-          min_iterations: int, no_isolate: bool, track: str | None, tracking_uri: str | None, experiment: str,
+          min_iterations: int, processes: int, no_isolate: bool, track: str | None, tracking_uri: str | None, experiment: str,
           executor: str, address: str | None) -> None:
     """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
 
@@ -146,10 +148,9 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     resolved = [resolve_model(m) for m in models]  # kept: tracking logs each variant's manifest
     results = api.bench(resolved, threads=threads, batch_sizes=batch_sizes or (1, 32),
                         min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
-                        fail_fast=fail_fast,
-                        suite=suite, slices=list(slices), resamples=resamples, seed=seed,
+                        fail_fast=fail_fast, suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
-                        isolate=not no_isolate)
+                        isolate=not no_isolate, processes=processes)
     from optikit.report.outputs import write_outputs
 
     target = out or api.default_report_dir()

@@ -108,14 +108,19 @@ def measure(job_dir: Path, isolated: bool) -> dict[str, Any]:
     latency_config = LatencyConfig(**{**job["latency"], "batch_sizes": tuple(job["latency"]["batch_sizes"])})
     inputs = load_inputs(job_dir, "inputs")
     model = _Model(job["variant"], job)
+    if job.get("latency_only"):  # a repeat: another process's view of the same timing, nothing else
+        return {"latency_samples": {str(b): time_calls(model.cycler(model.batches(inputs, b)), latency_config,
+                                                       model.runner.synchronize)
+                                    for b in latency_config.batch_sizes}}
     np.save(job_dir / "probs.npy", model.probs(inputs, job["eval_batch_size"]))
     suite_inputs = load_inputs(job_dir, "suite_inputs")
     if suite_inputs is not None and len(suite_inputs):
         np.save(job_dir / "suite_probs.npy", model.probs(suite_inputs, job["eval_batch_size"]))
     out: dict[str, Any] = {"runner": model.runner.info(), "device": model.device, "notes": list(model.notes),
-                           "latency": [], "tokenization_ms": {}, "speedup_rounds": []}
+                           "latency": [], "latency_samples": {}, "tokenization_ms": {}, "speedup_rounds": []}
     for b in latency_config.batch_sizes:
         samples = time_calls(model.cycler(model.batches(inputs, b)), latency_config, model.runner.synchronize)
+        out["latency_samples"][str(b)] = samples  # the parent pools them with any repeat processes
         out["latency"].append(Latency.from_samples(b, samples, latency_config.blocks,
                                                        latency_config.min_block_calls).to_dict())
         if model.encoder.kind == "text":

@@ -39,6 +39,7 @@ class BenchConfig:
     eval_batch_size: int = 64
     pad_to: int | None = None  # text only: fixed-shape mode pads every batch to this length
     isolate: bool = True  # one fresh process per variant; False measures in this process (debugging only)
+    processes: int = 1  # latency timed in this many fresh processes per variant, pooled (Latency.from_processes)
     timeout_s: float = 3600.0  # a child that runs longer is recorded as failed
     suite: str = "auto"  # "auto" (the built-in suite for the task, if any), "none", a built-in name or a path
     slices: tuple[str, ...] = ()  # column filters: "tag=mlops", "words<20"; callables go through the API
@@ -51,6 +52,7 @@ class BenchConfig:
         require(self.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1, got {self.eval_batch_size}")
         require(self.pad_to is None or self.pad_to >= 2, f"pad_to must be ≥ 2, got {self.pad_to}")
         require(self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}")
+        require(self.processes >= 1, f"processes must be ≥ 1, got {self.processes}")
 
     def settings(self, threads: int) -> dict[str, Any]:
         d = asdict(self)
@@ -116,7 +118,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
         try:
             measured = measure_variant(_job(v, baseline if base is not None else None, config, threads), split.inputs,
                                        suite.inputs if suite is not None else None, isolate=config.isolate,
-                                       timeout_s=config.timeout_s)
+                                       timeout_s=config.timeout_s, processes=config.processes)
         except OptikitError as exc:
             if fail_fast:
                 raise

@@ -42,36 +42,60 @@ def _death(returncode: int, stderr: str) -> str:
     return f"{reason}{': ' + tail if tail else ''}"
 
 
-def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isolate: bool = True,
-                    timeout_s: float | None = None) -> Measured:
-    """Runs the child measurement for one variant; any failure (even a segfault) raises MeasurementError."""
+def _run_child(directory: Path, job: dict[str, Any], isolate: bool, timeout_s: float | None) -> dict[str, Any]:
     from optikit.harness import _child
 
+    (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    if isolate:
+        # Thread pools are sized when torch / ORT load: the variables must be set before the child starts.
+        env = {**os.environ, **{v: str(job["threads"]) for v in THREAD_VARIABLES}}
+        result = directory / "result.json"
+        result.unlink(missing_ok=True)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "optikit.harness._child", str(directory)], env=env,
+                                  capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise MeasurementError(f"measuring {job['variant_name']} took longer than {timeout_s:g} s") from None
+        if not result.is_file():
+            raise MeasurementError(_death(proc.returncode, proc.stderr))
+        figures: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    else:
+        try:
+            figures = _child.measure(directory, isolated=False)
+        except OptikitError:
+            raise
+        except Exception as exc:  # in-process mode still records instead of aborting the matrix
+            figures = {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" in figures:
+        raise MeasurementError(figures["error"])
+    return figures
+
+
+def _pool_latency(figures: dict[str, Any], repeats: list[dict[str, Any]], job: dict[str, Any]) -> None:
+    """Replaces the first process's latency with the summary over it and its repeats (Latency.from_processes)."""
+    from optikit.harness.latency import Latency
+
+    samples = figures.pop("latency_samples", {})
+    if not repeats:
+        return
+    lat = job["latency"]
+    figures["latency"] = [
+        Latency.from_processes(int(b), [s, *(r["latency_samples"][b] for r in repeats)], lat["blocks"],
+                               lat["min_block_calls"]).to_dict()
+        for b, s in samples.items()]
+
+
+def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isolate: bool = True,
+                    timeout_s: float | None = None, processes: int = 1) -> Measured:
+    """Runs the child measurement for one variant; any failure (even a segfault) raises MeasurementError.
+    With `processes` > 1 the latency is timed again in that many fresh processes in all, and pooled."""
     with tempfile.TemporaryDirectory(prefix="optikit-bench-") as tmp:
         directory = Path(tmp)
-        (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
         _write_inputs(directory, "inputs", inputs)
         _write_inputs(directory, "suite_inputs", suite_inputs)
-        if isolate:
-            # Thread pools are sized when torch / ORT load: the variables must be set before the child starts.
-            env = {**os.environ, **{v: str(job["threads"]) for v in THREAD_VARIABLES}}
-            try:
-                proc = subprocess.run([sys.executable, "-m", "optikit.harness._child", str(directory)], env=env,
-                                      capture_output=True, text=True, timeout=timeout_s, check=False)
-            except subprocess.TimeoutExpired:
-                raise MeasurementError(f"measuring {job['variant_name']} took longer than {timeout_s:g} s") from None
-            result = directory / "result.json"
-            if not result.is_file():
-                raise MeasurementError(_death(proc.returncode, proc.stderr))
-            figures = json.loads(result.read_text(encoding="utf-8"))
-        else:
-            try:
-                figures = _child.measure(directory, isolated=False)
-            except OptikitError:
-                raise
-            except Exception as exc:  # in-process mode still records instead of aborting the matrix
-                figures = {"error": f"{type(exc).__name__}: {exc}"}
-        if "error" in figures:
-            raise MeasurementError(figures["error"])
+        figures = _run_child(directory, job, isolate, timeout_s)
+        repeats = [_run_child(directory, {**job, "latency_only": True}, isolate, timeout_s)
+                   for _ in range(processes - 1)]
+        _pool_latency(figures, repeats, job)
         suite = directory / "suite_probs.npy"
         return Measured(figures, np.load(directory / "probs.npy"), np.load(suite) if suite.is_file() else None)

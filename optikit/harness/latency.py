@@ -9,6 +9,7 @@ benchmarking in noisy environments", 2016). `interference` says how far the typi
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class Latency:
     steady_p50_ms: float  # the median of the quietest block of consecutive calls
     block_p50_ms: tuple[float, ...]  # every block's median, in the order they were timed
     interference: float  # median block median / steady_p50_ms - 1: 0 on a quiet machine
+    process_steady_ms: tuple[float, ...] = ()  # each measuring process's steady figure (see from_processes)
 
     @classmethod
     def from_samples(cls, batch_size: int, seconds: list[float] | np.ndarray, blocks: int = 1,
@@ -77,11 +79,28 @@ class Latency:
         steady = min(block_p50)
         return cls(batch_size, int(ms.size), float(p50), float(p90), float(p99), mean, stdev,
                    stdev / mean if mean else 0.0, batch_size / (float(p50) / 1e3) if p50 else 0.0,
-                   steady, block_p50, float(np.median(block_p50)) / steady - 1 if steady else 0.0)
+                   steady, block_p50, float(np.median(block_p50)) / steady - 1 if steady else 0.0, (steady,))
+
+    @classmethod
+    def from_processes(cls, batch_size: int, per_process: list[list[float]], blocks: int = 1,
+                       min_block_calls: int = 5) -> Latency:
+        """One summary of the same timing done in several fresh processes. A process keeps its state for life (the
+        core it runs on, its memory layout), so processes differ more than stretches within one; as in pyperf,
+        the percentiles pool every call, and the steady figure is the median of the processes' steady figures."""
+        runs = [cls.from_samples(batch_size, s, blocks, min_block_calls) for s in per_process]
+        if len(runs) == 1:
+            return runs[0]
+        pooled = cls.from_samples(batch_size, [x for s in per_process for x in s], 1, min_block_calls)
+        steady = float(np.median([r.steady_p50_ms for r in runs]))
+        block_p50 = tuple(b for r in runs for b in r.block_p50_ms)
+        return dataclasses.replace(pooled, steady_p50_ms=steady, block_p50_ms=block_p50,
+                                   interference=max(float(np.median(block_p50)) / steady - 1, 0.0) if steady else 0.0,
+                                   process_steady_ms=tuple(r.steady_p50_ms for r in runs))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["block_p50_ms"] = list(self.block_p50_ms)
+        d["process_steady_ms"] = list(self.process_steady_ms)
         return d
 
 

@@ -68,6 +68,19 @@ def test_bench_isolates_variants_and_records_crashes(digits_teacher, ctx, tmp_pa
     validate(Results.load(out))
 
 
+def test_latency_repeated_in_fresh_processes_is_pooled(digits_teacher) -> None:
+    from dataclasses import replace
+
+    config = replace(FAST, processes=3, suite="none", latency=replace(FAST.latency, batch_sizes=(2,), blocks=2))
+    results = bench([digits_teacher], config)
+    (lat,) = results.variants[0].latency
+    # Three processes, five calls each at least: every call pooled, one steady figure per process, their median.
+    assert len(lat["process_steady_ms"]) == 3 and lat["samples"] >= 15
+    assert lat["steady_p50_ms"] == pytest.approx(sorted(lat["process_steady_ms"])[1])
+    assert "latency_samples" not in json.dumps(results.to_dict())
+    validate(results)
+
+
 @pytest.mark.slow
 def test_bench_text_slices_flips_and_user_suite_in_process(text_teacher, tmp_path) -> None:
     suite = tmp_path / "suite.toml"

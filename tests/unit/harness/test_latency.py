@@ -26,6 +26,17 @@ def test_steady_median_is_the_quietest_block_of_consecutive_calls() -> None:
     assert busy.steady_p50_ms == pytest.approx(1.0) and busy.interference == pytest.approx(1.0)
 
 
+def test_processes_pool_their_calls_and_take_the_median_steady_figure() -> None:
+    # Three processes that keep their own speed for life (1, 2 and 1.5 ms a call): percentiles pool all 30 calls,
+    # the steady figure is the middle process, and each process's figure is kept.
+    lat = Latency.from_processes(1, [[0.001] * 10, [0.002] * 10, [0.0015] * 10], blocks=2, min_block_calls=5)
+    assert lat.samples == 30 and lat.p90_ms == pytest.approx(2.0) and lat.mean_ms == pytest.approx(1.5)
+    assert lat.process_steady_ms == pytest.approx((1.0, 2.0, 1.5)) and lat.steady_p50_ms == pytest.approx(1.5)
+    assert len(lat.block_p50_ms) == 6 and lat.interference == pytest.approx(0.0)
+    single = Latency.from_processes(1, [[0.001] * 10], blocks=2)
+    assert single == Latency.from_samples(1, [0.001] * 10, blocks=2)
+
+
 def test_too_few_calls_make_fewer_blocks_never_tiny_ones() -> None:
     lat = Latency.from_samples(1, [0.001] * 9, blocks=20, min_block_calls=5)
     assert len(lat.block_p50_ms) == 1 and lat.steady_p50_ms == lat.p50_ms
