@@ -1,7 +1,7 @@
 """Run-to-run repeatability: the same bench twice, back to back, and how far its latencies moved.
 
     .venv/bin/python benchmarks/repeatability.py                 # the demo's three variants of digits-cnn
-    .venv/bin/python benchmarks/repeatability.py --runs 3 --out reports/repeatability.json
+    .venv/bin/python benchmarks/repeatability.py --runs 3 --processes 3 --out reports/repeatability.json
 
 For every variant and batch size it prints the largest relative difference between runs of three figures:
 the plain median of all timed calls (p50), the steady median (the quietest block; what the tables show) and
@@ -41,6 +41,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", default="digits-cnn", help="teacher name or variant path (default digits-cnn)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="0: the harness default")
+    parser.add_argument("--processes", type=int, default=1, help="fresh processes per variant's latency (pooled)")
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
@@ -48,7 +49,8 @@ def main(argv: list[str]) -> int:
         parser.error("--runs must be at least 2")
     teacher = optikit.load(args.model) if Path(args.model).exists() else optikit.teach(args.model)
     variants = [teacher, *optikit.compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"])]
-    runs = [figures(optikit.bench(variants, threads=args.threads or None, suite="none")) for _ in range(args.runs)]
+    runs = [figures(optikit.bench(variants, threads=args.threads or None, suite="none",
+                                       processes=args.processes)) for _ in range(args.runs)]
     rows: list[dict[str, Any]] = []
     for key in runs[0]:
         row: dict[str, Any] = {"variant": key[0], "batch_size": key[1]}
