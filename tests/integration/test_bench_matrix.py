@@ -99,14 +99,14 @@ def test_report_rerenders_and_compares_two_runs(two_cell_run: Path, tmp_path: Pa
         if v["name"] == "onnx":
             v["alignment"]["f1_macro"] += 0.05
             for lat in v["latency"]:
-                lat["p50_ms"] *= 3
+                lat["steady_p50_ms"] *= 3
     old_path = tmp_path / "old.json"
     old_path.write_text(json.dumps(old))
     out = tmp_path / "rerender"
     assert run_cli("report", str(two_cell_run / "results.json"), "--against", str(old_path), "--out", str(out)) == 0
     md = (out / "summary.md").read_text()
     assert f"**Against {old_path}**" in md and "- worse: onnx f1_macro (points)" in md
-    assert "- better: onnx p50 ms b1" in md
+    assert "- better: onnx ms b1" in md
     assert "Changes against" in (out / "report.html").read_text()
     assert run_cli("report", str(tmp_path / "nope.json")) == 2
 
