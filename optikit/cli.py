@@ -111,8 +111,8 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
               help="Variants: interleaved baseline/variant rounds behind each speedup interval.")
 @click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
 @click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True)
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Variants: time each variant's latency in N fresh processes and pool them (steadier figures).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Time each variant's latency in N fresh processes and pool them (steadier figures; default 1).")
 @click.option("--no-isolate", is_flag=True, help="Variants: measure in this process (debugging; default one process each).")
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log a run per variant, nested under one run (MLflow).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
@@ -123,8 +123,8 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
           min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
           suite: str, slices: tuple[str, ...], resamples: int, seed: int, speedup_rounds: int, pad_to: int | None,
-          min_iterations: int, processes: int, no_isolate: bool, track: str | None, tracking_uri: str | None, experiment: str,
-          executor: str, address: str | None) -> None:
+          min_iterations: int, processes: int | None, no_isolate: bool, track: str | None, tracking_uri: str | None,
+          experiment: str, executor: str, address: str | None) -> None:
     """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
 
     Writes results.json, results.csv, summary.md and report.html.
@@ -137,7 +137,7 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     tracking = TrackingConfig(tracking_uri, experiment) if track else None
     if len(models) == 1 and models[0].endswith(".toml"):
         _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data,
-                      ExecutorConfig(executor, address), tracking)  # type: ignore[arg-type]
+                      ExecutorConfig(executor, address), tracking, processes)  # type: ignore[arg-type]
         return
     for flag, used in (("--gate", gate), ("--resume", resume), ("--data", data), ("--executor ray", executor == "ray"),
                        ("--address", address)):
@@ -150,7 +150,7 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
                         min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
                         fail_fast=fail_fast, suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
-                        isolate=not no_isolate, processes=processes)
+                        isolate=not no_isolate, processes=processes or 1)
     from optikit.report.outputs import write_outputs
 
     target = out or api.default_report_dir()
@@ -168,7 +168,7 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
 
 def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
                   min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
-                  data: Path | None, executor: Any = None, tracking: Any = None) -> None:
+                  data: Path | None, executor: Any = None, tracking: Any = None, processes: int | None = None) -> None:
     from dataclasses import replace
 
     from optikit import api
@@ -182,6 +182,8 @@ def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes
         matrix = replace(matrix, batch_sizes=tuple(batch_sizes))
     if min_seconds is not None:
         matrix = replace(matrix, latency=replace(matrix.latency, min_seconds=min_seconds))
+    if processes is not None:
+        matrix = replace(matrix, latency=replace(matrix.latency, processes=processes))
     if device != "cpu":
         matrix = replace(matrix, devices=(device,))
     if resume and out is None:

@@ -21,11 +21,22 @@ def _row(result: Any) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
+def _bench_config(spec: dict[str, Any]) -> Any:
+    """The cell's BenchConfig from its (JSON) spec."""
+    from optikit.harness.bench import BenchConfig
+    from optikit.harness.latency import LatencyConfig
+
+    lat = spec["latency"]
+    return BenchConfig(latency=LatencyConfig(batch_sizes=tuple(spec["batch_sizes"]),
+                                             min_iterations=lat["min_iterations"], min_seconds=lat["min_seconds"],
+                                             warmup_max=max(lat["warmup_max"], 5)),
+                       threads=spec["threads"], device=spec["device"], processes=lat.get("processes", 1))
+
+
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Does the cell's work and returns its record; raises on failure (the caller records the error)."""
     from optikit import api
-    from optikit.harness.bench import BenchConfig, bench
-    from optikit.harness.latency import LatencyConfig
+    from optikit.harness.bench import bench
 
     for module in spec.get("plugins", []):
         importlib.import_module(module)  # a plugin module registers its passes on import
@@ -34,12 +45,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["chain"]:
         produced = api.compress_chain(teacher, spec["chain"], threads=spec["threads"] or None)
         variant = produced[-1]
-    lat = spec["latency"]
-    config = BenchConfig(latency=LatencyConfig(batch_sizes=tuple(spec["batch_sizes"]),
-                                               min_iterations=lat["min_iterations"], min_seconds=lat["min_seconds"],
-                                               warmup_max=max(lat["warmup_max"], 5)),
-                         threads=spec["threads"], device=spec["device"])
-    results = bench([teacher] if variant is teacher else [teacher, variant], config)
+    results = bench([teacher] if variant is teacher else [teacher, variant], _bench_config(spec))
     row = results.variants[-1]
     base = results.variants[0]
     return {"status": row.status, "error": row.error, "row": _row(row), "baseline": _row(base),

@@ -63,10 +63,12 @@ class LatencySpec:
     min_iterations: int = 30
     min_seconds: float = DEFAULT_MIN_SECONDS
     warmup_max: int = 200
+    processes: int = 1  # fresh processes per cell's latency, pooled (BenchConfig.processes)
 
     def __post_init__(self) -> None:
         require(self.min_iterations >= 3, f"latency min_iterations must be ≥ 3, got {self.min_iterations}")
         require(self.min_seconds >= 0, f"latency min_seconds must be ≥ 0, got {self.min_seconds}")
+        require(self.processes >= 1, f"latency processes must be ≥ 1, got {self.processes}")
 
 
 @dataclass(frozen=True)

@@ -64,12 +64,22 @@ def _raw() -> dict:
     return {"teachers": ["digits-cnn"], "variants": {"onnx": ["export-onnx"], "int8": ["quantize"]}}
 
 
+def test_latency_processes_reach_the_cell_bench_config() -> None:
+    from optikit.matrix.cell import _bench_config
+
+    m = parse_matrix({**_raw(), "latency": {"processes": 3}})
+    assert m.latency.processes == 3
+    assert _bench_config({"latency": dict(m.latency.__dict__), "batch_sizes": [1], "threads": 1,
+                          "device": "cpu"}).processes == 3
+
+
 @pytest.mark.parametrize("change, message", [
     ({"colour": "red"}, "unknown key 'colour'"),
     ({"teachers": []}, "matrix has no teachers"),
     ({"batch_sizes": [0]}, "batch_sizes must be ≥ 1"),
     ({"devices": ["tpu"]}, "device must be cpu or cuda"),
     ({"latency": {"min_seconds": 1, "warmup": 3}}, "unknown option 'warmup' for [latency]"),
+    ({"latency": {"processes": 0}}, "latency processes must be ≥ 1"),
     ({"variants": {"baseline": ["export-onnx"]}}, "`baseline` is the teacher itself"),
     ({"variants": {"x": []}}, "variant 'x' has an empty chain"),
     ({"variants": {"bad name": ["export-onnx"]}}, "variant name 'bad name'"),
