@@ -1,7 +1,8 @@
 """The child side of isolation: measures one variant in a fresh process and writes its figures next to the job.
 
 Run as `python -m optikit.harness._child JOB_DIR`; the parent (isolation.py) reads result.json and the .npy files.
-Only model outputs and timings are taken here: every statistic is computed in the parent from the probabilities.
+Only model outputs and timings are taken here: every statistic is computed in the parent, from the probabilities
+and the raw call times.
 """
 from __future__ import annotations
 
@@ -87,6 +88,12 @@ class _Model:
         return [self.encoder.encode(_take(inputs, [(i * batch_size + j) % n for j in range(batch_size)]), self.pad_to)
                 for i in range(LATENCY_DISTINCT_BATCHES)]
 
+    def time_batch(self, inputs: Any, batch_size: int, config: Any) -> list[float]:
+        """Seconds per call at `batch_size` (latency.time_calls over real batches); summarised in the parent."""
+        from optikit.harness.latency import time_calls
+
+        return time_calls(self.cycler(self.batches(inputs, batch_size)), config, self.runner.synchronize)
+
     def cycler(self, batches: list[dict[str, np.ndarray]]) -> Any:
         state = {"i": 0}
 
@@ -100,7 +107,7 @@ class _Model:
 def measure(job_dir: Path, isolated: bool) -> dict[str, Any]:
     """Everything one variant needs from a process of its own; returns what it also writes to result.json."""
     from optikit.harness.diagnostics import op_counts
-    from optikit.harness.latency import Latency, LatencyConfig, time_calls
+    from optikit.harness.latency import LatencyConfig
     from optikit.harness.size import measure_size
     from optikit.harness.timing import SpeedupConfig, interleaved_rounds
 
@@ -109,20 +116,16 @@ def measure(job_dir: Path, isolated: bool) -> dict[str, Any]:
     inputs = load_inputs(job_dir, "inputs")
     model = _Model(job["variant"], job)
     if job.get("latency_only"):  # a repeat: another process's view of the same timing, nothing else
-        return {"latency_samples": {str(b): time_calls(model.cycler(model.batches(inputs, b)), latency_config,
-                                                       model.runner.synchronize)
+        return {"latency_samples": {str(b): model.time_batch(inputs, b, latency_config)
                                     for b in latency_config.batch_sizes}}
     np.save(job_dir / "probs.npy", model.probs(inputs, job["eval_batch_size"]))
     suite_inputs = load_inputs(job_dir, "suite_inputs")
     if suite_inputs is not None and len(suite_inputs):
         np.save(job_dir / "suite_probs.npy", model.probs(suite_inputs, job["eval_batch_size"]))
     out: dict[str, Any] = {"runner": model.runner.info(), "device": model.device, "notes": list(model.notes),
-                           "latency": [], "latency_samples": {}, "tokenization_ms": {}, "speedup_rounds": []}
+                           "latency_samples": {}, "tokenization_ms": {}, "speedup_rounds": []}
     for b in latency_config.batch_sizes:
-        samples = time_calls(model.cycler(model.batches(inputs, b)), latency_config, model.runner.synchronize)
-        out["latency_samples"][str(b)] = samples  # the parent pools them with any repeat processes
-        out["latency"].append(Latency.from_samples(b, samples, latency_config.blocks,
-                                                       latency_config.min_block_calls).to_dict())
+        out["latency_samples"][str(b)] = model.time_batch(inputs, b, latency_config)
         if model.encoder.kind == "text":
             # Timed apart from the model: a fast int8 model behind a slow tokenizer is still slow to a user.
             texts = [_take(inputs, [(j * b + k) % len(inputs) for k in range(b)]) for j in range(TOKENIZATION_BATCHES)]

@@ -71,13 +71,11 @@ def _run_child(directory: Path, job: dict[str, Any], isolate: bool, timeout_s: f
     return figures
 
 
-def _pool_latency(figures: dict[str, Any], repeats: list[dict[str, Any]], job: dict[str, Any]) -> None:
-    """Replaces the first process's latency with the summary over it and its repeats (Latency.from_processes)."""
+def _summarise_latency(figures: dict[str, Any], repeats: list[dict[str, Any]], job: dict[str, Any]) -> None:
+    """Turns the raw call times of the first process and its repeats into one summary per batch size."""
     from optikit.harness.latency import Latency
 
-    samples = figures.pop("latency_samples", {})
-    if not repeats:
-        return
+    samples = figures.pop("latency_samples")
     lat = job["latency"]
     figures["latency"] = [
         Latency.from_processes(int(b), [s, *(r["latency_samples"][b] for r in repeats)], lat["blocks"],
@@ -96,6 +94,6 @@ def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isol
         figures = _run_child(directory, job, isolate, timeout_s)
         repeats = [_run_child(directory, {**job, "latency_only": True}, isolate, timeout_s)
                    for _ in range(processes - 1)]
-        _pool_latency(figures, repeats, job)
+        _summarise_latency(figures, repeats, job)
         suite = directory / "suite_probs.npy"
         return Measured(figures, np.load(directory / "probs.npy"), np.load(suite) if suite.is_file() else None)

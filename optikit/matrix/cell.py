@@ -12,16 +12,19 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optikit._io import write_json_atomic
+
+if TYPE_CHECKING:
+    from optikit.harness.bench import BenchConfig
 
 
 def _row(result: Any) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-def _bench_config(spec: dict[str, Any]) -> Any:
+def _bench_config(spec: dict[str, Any]) -> BenchConfig:
     """The cell's BenchConfig from its (JSON) spec."""
     from optikit.harness.bench import BenchConfig
     from optikit.harness.latency import LatencyConfig
