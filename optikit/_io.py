@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    # tempfile creates 0600 files and 0700 folders; what we publish follows the user's umask like any other file.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -45,6 +53,7 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yields a temporary sibling directory that is renamed to `target` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if target.exists():

@@ -32,6 +32,37 @@ def _split_cols(value: str | None) -> tuple[str, ...] | None:
     return tuple(c.strip() for c in value.split(",") if c.strip()) if value else None
 
 
+def data_options(matrix_note: bool = False) -> Any:
+    """The user's evaluation data, the same options on import, compress, bench and search."""
+    where = "Variants: " if matrix_note else ""
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed([
+            click.option("--data", type=click.Path(path_type=Path), help=(
+                "Matrix: data file for its file-reading teachers. " if matrix_note else "") +
+                "Evaluation data: CSV, TSV, Parquet, JSON Lines, a datasets.save_to_disk folder or an image folder "
+                "tree (class/*.png); for a moved variant, where its data is now (hash-checked)."),
+            click.option("--test-data", type=click.Path(path_type=Path),
+                         help=f"{where}Your own test set (same columns); validation and calibration come from --data."),
+            click.option("--split-col", help=f"{where}A column naming each row's split: train, validation, test."),
+            click.option("--text-cols", help=f"{where}Comma-separated text columns, joined by a space (e.g. title,description)."),
+            click.option("--label-col", help=f"{where}The label column (e.g. tag)."),
+            click.option("--image-col", help=f"{where}A column of image paths (relative to the table's folder)."),
+            click.option("--labels", help=f"{where}Label names in output order, for a model whose config has none (a,b,c)."),
+        ]):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+def _data_keys(test_data: Path | None, split_col: str | None, text_cols: str | None, label_col: str | None,
+               image_col: str | None, labels: str | None) -> dict[str, Any]:
+    keys = {"test_data": str(test_data) if test_data else None, "split_col": split_col,
+            "text_cols": _split_cols(text_cols), "label_col": label_col, "image_col": image_col,
+            "labels": _split_cols(labels)}
+    return {k: v for k, v in keys.items() if v}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="optikit")
 def cli() -> None:
@@ -67,19 +98,40 @@ def teach(recipe: str, data: Path | None, text_cols: str | None, label_col: str 
     click.echo(str(variant.path))
 
 
+@cli.command(name="import")
+@click.argument("model")
+@data_options()
+def import_(model: str, data: Path | None, test_data: Path | None, split_col: str | None, text_cols: str | None,
+            label_col: str | None, image_col: str | None, labels: str | None) -> None:
+    """Import your own classifier (a Hugging Face save_pretrained folder, an .onnx file or folder, a cached hub id)
+    as a baseline variant measured on your data; prints the variant's folder. Your files are only read."""
+    from optikit import api
+
+    variant = api.import_model(model, data, **_data_keys(test_data, split_col, text_cols, label_col, image_col, labels))
+    splits = variant.splits
+    click.echo(f"{variant.name} ({variant.format}, {variant.task.kind}, {len(variant.task.label_names)} labels: "
+               f"{', '.join(variant.task.label_names)}); split by {splits.rule}: {len(splits.train)} train, "
+               f"{len(splits.validation)} validation, {len(splits.test)} test")
+    click.echo(str(variant.path))
+
+
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--pass", "pass_specs", multiple=True, required=True, metavar="NAME[:key=value,…]",
               help="A pass to run; repeat for a chain (left to right).")
-@click.option("--data", type=click.Path(path_type=Path), help="Data for a text teacher named as MODEL.")
+@data_options()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the variants (default ~/.cache/optikit/variants).")
 @click.option("--threads", type=click.IntRange(min=1))
-def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, out: Path | None, threads: int | None) -> None:
-    """Run a chain of passes on MODEL (a variant directory or a teacher name; default: digits-cnn)."""
+def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, test_data: Path | None,
+             split_col: str | None, text_cols: str | None, label_col: str | None, image_col: str | None,
+             labels: str | None, out: Path | None, threads: int | None) -> None:
+    """Run a chain of passes on MODEL: your own model (Hugging Face folder, .onnx, cached hub id), a variant
+    directory, or a teacher name (default: digits-cnn)."""
     from optikit import api
 
-    produced = api.compress_chain(model, list(pass_specs), data=data, out=out, threads=threads)
+    keys = _data_keys(test_data, split_col, text_cols, label_col, image_col, labels)
+    produced = api.compress_chain(model, list(pass_specs), data=data, out=out, threads=threads, **keys)
     for v in produced:
         auto = " (added: the next pass needs ONNX)" if v.lineage and v.lineage[-1].auto else ""
         click.echo(f"{v.name}{auto}\n  {v.path}")
@@ -99,8 +151,7 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed variant or matrix cell.")
 @click.option("--gate", is_flag=True, help="Matrix: exit 1 when a gate rule fails, naming each rule.")
 @click.option("--resume", is_flag=True, help="Matrix: rerun only cells without a finished record in --out.")
-@click.option("--data", type=click.Path(path_type=Path), help="Matrix: data file for its text teachers "
-              "(else $OPTIKIT_MADEWITHML or the matrix's default).")
+@data_options(matrix_note=True)
 @click.option("--suite", default="auto", show_default=True,
               help="Variants: behavioural suite: auto, none, a built-in name or a suite file.")
 @click.option("--slice", "slices", multiple=True, help="Variants: a data slice to report, e.g. tag=mlops or words<20.")
@@ -122,7 +173,9 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--address", help="Matrix, --executor ray: the cluster (e.g. auto or ray://head:10001).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
           min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
-          suite: str, slices: tuple[str, ...], resamples: int, seed: int, speedup_rounds: int, pad_to: int | None,
+          test_data: Path | None, split_col: str | None, text_cols: str | None, label_col: str | None,
+          image_col: str | None, labels: str | None, suite: str, slices: tuple[str, ...], resamples: int, seed: int,
+          speedup_rounds: int, pad_to: int | None,
           min_iterations: int, processes: int | None, no_isolate: bool, track: str | None, tracking_uri: str | None,
           experiment: str, executor: str, address: str | None) -> None:
     """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
@@ -135,18 +188,22 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     from optikit.tracking.mlflow import TrackingConfig
 
     tracking = TrackingConfig(tracking_uri, experiment) if track else None
+    keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
     if len(models) == 1 and models[0].endswith(".toml"):
+        for flag, used in (("--test-data", test_data), *((f"--{k.replace('_', '-')}", True) for k in keys)):
+            if used:
+                raise click.UsageError(f"{flag} applies to models named on the command line; in a matrix, set it on "
+                                       "the [[teachers]] entry")
         _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data,
                       ExecutorConfig(executor, address), tracking, processes)  # type: ignore[arg-type]
         return
-    for flag, used in (("--gate", gate), ("--resume", resume), ("--data", data), ("--executor ray", executor == "ray"),
+    for flag, used in (("--gate", gate), ("--resume", resume), ("--executor ray", executor == "ray"),
                        ("--address", address)):
         if used:
             raise click.UsageError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
-    from optikit.teach import resolve_model
-
-    resolved = [resolve_model(m) for m in models]  # kept: tracking logs each variant's manifest
-    results = api.bench(resolved, threads=threads, batch_sizes=batch_sizes or (1, 32),
+    # Resolved here (not inside api.bench) because tracking logs each variant's manifest.
+    resolved = api.resolve_bench_models(list(models), data, test_data, keys)
+    results = api.bench(resolved, test_data=test_data, threads=threads, batch_sizes=batch_sizes or (1, 32),
                         min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
                         fail_fast=fail_fast, suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,

@@ -24,3 +24,8 @@ def say(message: str) -> None:
     """One status line on stderr, so stdout stays for results."""
     if not os.environ.get("OPTIKIT_QUIET"):
         print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning a user must see (even with OPTIKIT_QUIET): one line on stderr."""
+    print(f"optikit: warning: {message}", file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optikit._io import atomic_directory
 from optikit.data import Dataset, DataSpec, load_dataset, load_digits, load_table, make_splits
@@ -13,6 +14,9 @@ from optikit.progress import say
 from optikit.recipes import Recipe, load_recipe, resolve_checkpoint
 from optikit.training import evaluate_loss, fit, seed_everything
 from optikit.variant import TaskInfo, Variant, library_versions, load_variant, variant_id
+
+if TYPE_CHECKING:
+    from optikit.importing import DataOptions
 
 
 def optikit_home() -> Path:
@@ -86,21 +90,24 @@ def teach(recipe_or_name: str | Recipe, data: str | Path | None = None, *, text_
     return load_variant(target)
 
 
-def resolve_model(model: str | Path | None, data: str | Path | None = None) -> Variant:
-    """MODEL on the command line: a variant directory, or a teacher name/recipe (trained or taken from the cache)."""
+def resolve_model(model: str | Path | None, data: str | Path | None = None, options: DataOptions | None = None) -> Variant:
+    """MODEL on the command line: a teacher name or recipe (trained or taken from the cache), an optikit variant
+    directory, or the user's own model (imported on first use: see optikit.importing)."""
+    from optikit.importing import DataOptions, import_model
     from optikit.recipes import builtin_recipes
 
+    options = options or DataOptions(data=str(data) if data else None)
     if model is None:
         return teach("digits-cnn")
     text = str(model)
     if text in builtin_recipes("teachers") or text.endswith(".toml"):
-        return teach(text, data)
-    return load_variant(text)
+        return teach(text, options.data, text_cols=options.text_cols or None, label_col=options.label_col)
+    return import_model(text, options)
 
 
 def dataset_for(variant: Variant) -> Dataset:
-    """The data a variant's teacher was trained on (the same file, checked by hash)."""
-    return load_dataset(variant.data)
+    """The data a variant was made with (the same files, checked by hash), its labels in the model's order."""
+    return load_dataset(variant.data, variant.task.label_names)
 
 
 __all__ = ["DataSpec", "dataset_for", "optikit_home", "resolve_model", "teach"]

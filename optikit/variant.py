@@ -73,7 +73,8 @@ class Variant:
     def describe(self) -> str:
         return " → ".join(["teacher", *(s.label() for s in self.lineage)]) if self.lineage else "teacher"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """The manifest; data paths are written relative to `base` (the variant folder) where that is shorter."""
         return {
             "schema": SCHEMA_VERSION,
             "id": self.id,
@@ -82,7 +83,7 @@ class Variant:
             "format": self.format,
             "lineage": [s.to_dict() for s in self.lineage],
             "task": self.task.to_dict(),
-            "data": self.data.to_dict(),
+            "data": self.data.to_dict(base),
             "architecture": self.architecture,
             "report": self.report,
             "versions": self.versions,
@@ -92,7 +93,8 @@ class Variant:
     def save_manifest(self, directory: Path | None = None) -> None:
         from optikit._io import write_json_atomic
 
-        write_json_atomic((directory or self.path) / MANIFEST, self.to_dict())
+        directory = directory or self.path
+        write_json_atomic(directory / MANIFEST, self.to_dict(Path(directory).resolve()))
 
     def derive(self, *, id: str, name: str, format: Format, path: Path, step: Step, **changes: Any) -> Variant:
         """The child record of this variant after `step`."""
@@ -122,7 +124,7 @@ def load_variant(path: str | Path) -> Variant:
         fmt = d["format"]
         variant = Variant(
             id=d["id"], name=d["name"], format=fmt, path=path.resolve(),
-            task=TaskInfo.from_dict(d["task"]), data=DataSpec.from_dict(d["data"]),
+            task=TaskInfo.from_dict(d["task"]), data=DataSpec.from_dict(d["data"], path.resolve()),
             splits=Splits.from_dict(d["splits"]), parent=d.get("parent"),
             lineage=tuple(Step.from_dict(s) for s in d.get("lineage", [])),
             architecture=d.get("architecture") or {}, report=d.get("report") or {},

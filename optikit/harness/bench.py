@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,10 +86,32 @@ def _speedup(measured: Measured, config: SpeedupConfig) -> list[dict[str, Any]]:
     return out
 
 
-def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, data: Any = None,
+def data_notes(baseline: Variant, full: Any, split: Any, test: Any = None) -> list[str]:
+    """What a reader must know about the examples behind every figure: how the test set was chosen, and whether it
+    can overlap what the model was trained on."""
+    spec = baseline.data
+    notes = list(dict.fromkeys([*getattr(full, "notes", ()), *getattr(test, "notes", ())]))
+    origin = baseline.report.get("source") if not baseline.lineage else None
+    if test is not None:
+        notes.insert(0, f"measured on the test set given at bench time ({len(split)} examples), not the split the "
+                        "variants recorded")
+    elif spec.split_rule == "test-file":
+        notes.insert(0, f"test set: every row of the user's test file {Path(spec.test_path or '').name} "
+                        f"({len(split)} examples)")
+    elif spec.split_rule == "split-col":
+        notes.insert(0, f"test set: the rows marked test in column {spec.split_col!r} ({len(split)} examples)")
+    elif origin in ("import", "from_module"):
+        notes.insert(0, f"the test split is optikit's own seeded split of {Path(spec.path or '').name or 'the data'}: "
+                        f"{baseline.name} was trained elsewhere, so if it saw this file the test split may overlap "
+                        "its training data; pass --test-data FILE or --split-col COL to measure on held-out rows")
+    return notes
+
+
+def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, data: Any = None, test: Any = None,
           fail_fast: bool = False, slices: Mapping[str, str | Callable[[Any], Any]] | None = None) -> Results:
     """Measures `variants` (the first is the baseline) on the baseline's split; a failing variant is recorded.
 
+    `test` (a Dataset) replaces the split: the user's own test set given at bench time.
     `slices` adds named subsets: a spec string (`"tag=mlops"`, `"words<20"`) or a callable frame → bool mask.
     """
     from optikit.teach import dataset_for
@@ -102,7 +125,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
         if v.task.label_names != baseline.task.label_names:
             raise ConfigError(f"{v.name} predicts other labels than {baseline.name}: bench variants of one teacher")
     full = data if data is not None else dataset_for(baseline)
-    split = full.take(getattr(baseline.splits, config.split))
+    split = test if test is not None else full.take(getattr(baseline.splits, config.split))
     # User errors (a bad suite file, a slice on a missing column) surface before minutes of measuring.
     suite = _suite(config, baseline, full, split)
     masks = slice_masks(split.frame, split.texts() if split.kind == "text" else None,
@@ -151,6 +174,8 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
     return Results(variants=rows, baseline_id=baseline.id,
                    task={"kind": split.kind, "label_names": list(split.label_names), "split": config.split,
                          "examples": len(split), "data": baseline.data.to_dict(),
+                         "split_rule": "bench-test-file" if test is not None else baseline.splits.rule,
+                         "notes": data_notes(baseline, full, split, test),
                          "slices": {name: int(m.sum()) for name, m in masks.items()}},
                    environment=env, settings=config.settings(threads))
 

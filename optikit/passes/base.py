@@ -29,7 +29,7 @@ class PassContext:
     def dataset(self, variant: Variant) -> Any:
         from optikit.teach import dataset_for
 
-        key = variant.data.sha256 or variant.data.source
+        key = f"{variant.data.key}|{','.join(variant.task.label_names)}"
         if key not in self._datasets:
             self._datasets[key] = dataset_for(variant)
         return self._datasets[key]
@@ -140,6 +140,10 @@ def plan_chain(start_format: str, chain: Sequence[Pass]) -> list[tuple[Pass, boo
     planned: list[tuple[Pass, bool]] = []
     fmt = start_format
     for index, p in enumerate(chain):
+        if fmt == "onnx" and fmt not in p.accepted_formats() and index == 0 and start_format == "onnx":
+            raise ConfigError(f"pass {p.name} cannot take a onnx model: it needs torch weights, and an ONNX-only model "
+                              "is a graph without them; it can be quantized and benched, or pass the Hugging Face / "
+                              f"torch model to {p.name} it")
         if fmt not in p.accepted_formats():
             if "onnx" in p.accepted_formats() and fmt in ("torch", "hf"):
                 export = passes.get("export-onnx")()

@@ -43,6 +43,9 @@ def summary_markdown(groups: Mapping[str, Results], *, title: str = "optikit ben
                 err = _md((row.error or "not measured")[:MAX_ERROR_CHARS])
                 lines.append(f"| {_md(row.name)} | — | — | — | — | failed: {err} |")
         lines.append("")
+        lines += [f"> {_md(note)}" for note in results.task.get("notes", [])]
+        if results.task.get("notes"):
+            lines.append("")
     if gate:
         failed = [g for g in gate if not g["passed"]]
         lines.append(f"**Gate: {'FAILED' if failed else 'passed'}** ({len(gate) - len(failed)}/{len(gate)} rules hold)")
