@@ -271,7 +271,7 @@ def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data", type=click.Path(path_type=Path), help="Data file for a text teacher named as MODEL.")
+@data_options()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder (default reports/<run>/); "
               "rerun with the same --out to reuse every measured trial.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
@@ -279,8 +279,9 @@ def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes
 @click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
               help="--executor ray: trials run at once.")
 def search(model: str, max_loss: float, metric: str, objective: str, trials: int, batch_size: int, threads: int,
-           min_seconds: float, seed: int, data: Path | None, out: Path | None, executor: str, address: str | None,
-           parallel: int) -> None:
+           min_seconds: float, seed: int, data: Path | None, test_data: Path | None, split_col: str | None,
+           text_cols: str | None, label_col: str | None, image_col: str | None, labels: str | None, out: Path | None,
+           executor: str, address: str | None, parallel: int) -> None:
     """Search pass chains and settings (Optuna, latency or size vs loss) for MODEL; report the Pareto set and the
     best variant within --max-loss."""
     from dataclasses import replace
@@ -292,7 +293,9 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
 
     config = SearchConfig(model=model, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
                           trials=trials, batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})),
-                          threads=threads, seed=seed, data=str(data) if data else None, parallel=parallel)
+                          threads=threads, seed=seed, data=str(data) if data else None, parallel=parallel,
+                          data_keys=tuple(_data_keys(test_data, split_col, text_cols, label_col, image_col,
+                                                     labels).items()))
     config = replace(config, latency=replace(config.latency, min_seconds=min_seconds))
     outcome = run_search(config, out or api.default_report_dir(), executor=ExecutorConfig(executor, address),  # type: ignore[arg-type]
                          echo=lambda s: click.echo(s, err=True))

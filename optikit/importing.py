@@ -332,8 +332,8 @@ def import_model(model: str | Path, options: DataOptions, *, home: Path | None =
     vid = variant_id("import", digest, dataset.spec.key, dataset.spec.text_cols, dataset.spec.label_col,
                      dataset.spec.image_col, splits.rule, options.seed, spec.label_names, spec.max_length)
     target = (home or optikit_home() / "imports") / f"{spec.name}-{vid}"
-    if (target / MANIFEST).is_file():
-        return load_variant(target)
+    if (target / MANIFEST).is_file():  # the same bytes on the same data: reuse it, with the data where it is now
+        return replace(load_variant(target), data=dataset.spec)
     with atomic_directory(target, replace=True) as tmp:
         for source, name in spec.files:
             shutil.copyfile(source, tmp / name)  # copyfile: the user's permissions and times are theirs

@@ -43,7 +43,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
     for module in spec.get("plugins", []):
         importlib.import_module(module)  # a plugin module registers its passes on import
-    teacher = api.resolve_model(spec["teacher"]["recipe"], spec["teacher"].get("data"))
+    options = spec["teacher"].get("options") or {"data": spec["teacher"].get("data")}
+    teacher = api.resolve_model(spec["teacher"]["recipe"], options=api.data_options(**options))
     variant = teacher
     if spec["chain"]:
         produced = api.compress_chain(teacher, spec["chain"], threads=spec["threads"] or None)

@@ -98,8 +98,9 @@ def _teacher_format(teacher: TeacherSpec) -> str | None:
     try:
         if teacher.recipe in builtin_recipes("teachers") or teacher.recipe.endswith(".toml"):
             return load_recipe(teacher.recipe).format
-        manifest = Path(teacher.recipe) / "variant.json"
-        return json.loads(manifest.read_text())["format"] if manifest.is_file() else None
+        from optikit.importing import format_of
+
+        return format_of(teacher.recipe)
     except Exception:  # noqa: BLE001 - the cell reports an unreadable teacher properly
         return None
 
@@ -109,7 +110,13 @@ def _recipe_fingerprint(teacher: TeacherSpec) -> str:
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     manifest = path / "variant.json"
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else teacher.recipe
+    if manifest.is_file():
+        return hashlib.sha256(manifest.read_bytes()).hexdigest()
+    if path.is_dir():  # the user's own model folder: a change of any file (name, size, time) re-runs its cells
+        files = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                       for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    return teacher.recipe
 
 
 def plan_cells(matrix: Matrix, out: Path) -> list[Cell]:
@@ -119,7 +126,7 @@ def plan_cells(matrix: Matrix, out: Path) -> list[Cell]:
     for t in matrix.teachers:
         for device in matrix.devices:
             for v in matrix.variants:
-                key = variant_id(_recipe_fingerprint(t), t.data_path(), [s.spec() for s in v.chain], device,
+                key = variant_id(_recipe_fingerprint(t), t.data_options(), [s.spec() for s in v.chain], device,
                                  matrix.batch_sizes, matrix.latency.__dict__, matrix.threads, matrix.plugins,
                                  {k: versions.get(k) for k in ("optikit", "torch", "onnxruntime", "transformers")})
                 cells.append(Cell(t, v, device, key, out / "cells" / f"{t.label}@{device}" / f"{v.name}.json"))
@@ -136,7 +143,8 @@ def read_record(cell: Cell) -> dict[str, Any] | None:
 
 def _spec(cell: Cell, matrix: Matrix) -> dict[str, Any]:
     return {"key": cell.key, "variant": cell.variant.name, "device": cell.device,
-            "teacher": {"recipe": cell.teacher.recipe, "data": cell.teacher.data_path(), "label": cell.teacher.label},
+            "teacher": {"recipe": cell.teacher.recipe, "data": cell.teacher.data_path(), "label": cell.teacher.label,
+                        "options": cell.teacher.data_options()},
             "chain": [s.spec() for s in cell.variant.chain], "batch_sizes": list(matrix.batch_sizes),
             "latency": dict(matrix.latency.__dict__), "threads": matrix.threads, "plugins": list(matrix.plugins),
             "record": str(cell.record)}

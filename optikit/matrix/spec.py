@@ -19,12 +19,25 @@ BASELINE = "baseline"
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """A teacher recipe (a name from `optikit teachers`, a recipe .toml or a variant directory) and its data."""
+    """The baseline of a group: a teacher recipe (a name from `optikit teachers` or a recipe .toml), a variant
+    directory, or the user's own model (`model = "./my-model"`: a HF folder, an .onnx file or folder), and its data."""
 
     recipe: str
-    data: str | None = None  # a CSV/Parquet path for a text teacher …
+    data: str | None = None  # the data file (or folder) …
     data_env: str | None = None  # … or the environment variable that overrides it (read when the matrix loads)
     label: str = ""  # how rows and folders name this teacher (default: the recipe's stem)
+    test_data: str | None = None  # the user's own test set (a model of theirs: see optikit import)
+    split_col: str | None = None
+    text_cols: tuple[str, ...] = ()
+    label_col: str | None = None
+    image_col: str | None = None
+    labels: tuple[str, ...] = ()
+
+    def data_options(self) -> dict[str, Any]:
+        """The keywords of optikit.importing.DataOptions for this teacher (JSON-ready, for a cell process)."""
+        return {"data": self.data_path(), "test_data": self.test_data, "split_col": self.split_col,
+                "text_cols": list(self.text_cols), "label_col": self.label_col, "image_col": self.image_col,
+                "labels": list(self.labels)}
 
     def __post_init__(self) -> None:
         require(bool(self.recipe.strip()), "teacher `recipe` must not be empty")
@@ -217,14 +230,20 @@ def _teachers(raw: Any, base: Path) -> tuple[TeacherSpec, ...]:
     items = raw if isinstance(raw, list) else [raw] if raw is not None else []
     out = []
     for i, item in enumerate(items, 1):
-        spec = build_config(TeacherSpec, {"recipe": item} if isinstance(item, str) else _table(item, f"teacher {i}"),
-                            f"teacher {i}")
+        table = {"recipe": item} if isinstance(item, str) else dict(_table(item, f"teacher {i}"))
+        if "model" in table:  # `model = PATH` reads better than `recipe = PATH` for the user's own model
+            if "recipe" in table:
+                raise ConfigError(f"teacher {i} sets both recipe and model: keep one")
+            table["recipe"] = table.pop("model")
+        spec = build_config(TeacherSpec, table, f"teacher {i}")
         # Paths in a matrix file are relative to the file, so the matrix runs the same from any directory.
         fix = {}
-        if spec.recipe.endswith(".toml") and not Path(spec.recipe).is_absolute():
+        if not Path(spec.recipe).is_absolute() and (spec.recipe.endswith(".toml") or (base / spec.recipe).exists()):
             fix["recipe"] = str((base / spec.recipe).resolve())
-        if spec.data and not Path(spec.data).is_absolute():
-            fix["data"] = str((base / spec.data).resolve())
+        for key in ("data", "test_data"):
+            value = getattr(spec, key)
+            if value and not Path(value).is_absolute():
+                fix[key] = str((base / value).resolve())
         out.append(TeacherSpec(**{**spec.__dict__, **fix}) if fix else spec)
     return tuple(out)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -103,7 +104,8 @@ class Pass(ABC):
         vid = variant_id(variant.id, step.pass_name, step.config, library_versions().get("optikit"))
         target = ctx.workdir / vid
         if (target / "variant.json").is_file():
-            return load_variant(target)
+            # Reused: the data is the parent's (same content by construction of the id), wherever it lies now.
+            return dataclasses.replace(load_variant(target), data=variant.data)
         from optikit.training import seed_everything
 
         seed_everything(ctx.seed)

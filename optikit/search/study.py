@@ -33,7 +33,8 @@ class SearchConfig:
     batch_sizes: tuple[int, ...] = (1, 32)
     threads: int = 1
     seed: int = 0
-    data: str | None = None  # a text teacher's data file
+    data: str | None = None  # a text teacher's data file, or the data of the user's own model
+    data_keys: tuple[tuple[str, Any], ...] = ()  # the user's model: test_data, split_col, text_cols, label_col, …
     latency: LatencySpec = field(default_factory=lambda: LatencySpec(min_iterations=10, min_seconds=0.1,
                                                                      warmup_max=20))
     parallel: int = 1  # trials asked at once (ray: run concurrently)
@@ -124,7 +125,10 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
     from optikit.teach import resolve_model
 
     optuna = _optuna()
-    teacher_variant = resolve_model(config.model, config.data)  # trains or reuses the teacher once, here
+    from optikit.api import data_options
+
+    # Trains, imports or reuses the baseline once, here; the trials then start from its variant directory.
+    teacher_variant = resolve_model(config.model, options=data_options(config.data, **dict(config.data_keys)))
     teacher = TeacherSpec(recipe=str(teacher_variant.path), label=teacher_variant.name)
     space = SearchSpace(students=students_for(teacher_variant.format), max_loss=config.max_loss)
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(4, config.trials // 3),
