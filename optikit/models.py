@@ -27,6 +27,7 @@ architectures: Registry[Callable[..., Any]] = Registry("optikit.architectures", 
 RUNTIME_QUANTIZATION = "runtime_quantization"
 
 PIXEL_INPUT = "pixel_values"
+PROCESSOR_CONFIG = "preprocessor_config.json"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -44,6 +45,67 @@ def digits_cnn(channels: Sequence[int] = (32, 64, 64), hidden: int = 128, num_cl
         nn.Flatten(), nn.Dropout(dropout), nn.Linear(c3 * side * side, hidden), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )
+
+
+def image_cnn(in_channels: int = 3, num_classes: int = 10, channels: Sequence[int] = (16, 32, 64), hidden: int = 64,
+              pool: int = 2, image_size: int | Sequence[int] | None = None, dropout: float = 0.0) -> nn.Module:
+    """A small CNN for any image size: 3×3 conv + ReLU + 2×2 max-pool per entry of `channels`, then adaptive
+    average pooling to pool×pool, so the dense layers do not depend on the input size (`image_size` is recorded
+    for the reader only). The conv / linear layout matches digits-cnn, so prune-structured rebuilds it the same way."""
+    import torch.nn as nn
+
+    del image_size  # informative: adaptive pooling makes the layers independent of it
+    layers: list[nn.Module] = []
+    previous = in_channels
+    for width in channels:
+        layers += [nn.Conv2d(previous, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+        previous = width
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Dropout(dropout),
+        nn.Linear(previous * pool * pool, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
+# Architecture key of a Hugging Face image classifier whose layers were narrowed by prune-structured: its config
+# (one width per stage) cannot describe per-layer widths, so the variant records the config plus every changed
+# layer's shape and is rebuilt by `hf_pruned`, weights from safetensors.
+HF_PRUNED = "hf-pruned"
+_RESHAPABLE = {"Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"),
+               "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+               "Linear": ("in_features", "out_features")}
+
+
+def layer_shape(module: nn.Module) -> dict[str, Any] | None:
+    """What rebuilds a Conv2d / BatchNorm2d / Linear of the same shape; None for other modules."""
+    kind = type(module).__name__
+    if kind not in _RESHAPABLE:
+        return None
+    spec: dict[str, Any] = {"type": kind}
+    for key in _RESHAPABLE[kind]:
+        value = getattr(module, key)
+        spec[key] = list(value) if isinstance(value, tuple) else value
+    if kind in ("Conv2d", "Linear"):
+        spec["bias"] = module.bias is not None
+    return spec
+
+
+def _make_layer(spec: dict[str, Any]) -> nn.Module:
+    import torch.nn as nn
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "type"}
+    return getattr(nn, spec["type"])(**kwargs)
+
+
+def hf_pruned(config: dict[str, Any], shapes: dict[str, dict[str, Any]]) -> nn.Module:
+    """A Hugging Face image classifier built from `config` with the layers named in `shapes` replaced by layers of
+    the recorded shapes (weights are loaded afterwards, from safetensors)."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    settings = {k: v for k, v in config.items() if k != "transformers_version"}
+    module = AutoModelForImageClassification.from_config(AutoConfig.for_model(**settings))
+    for name, spec in shapes.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(owner) if owner else module, attr, _make_layer(spec))
+    return module.eval()
 
 
 def build_architecture(spec: dict[str, Any]) -> nn.Module:
@@ -87,18 +149,27 @@ def _load_fp32_module(variant: Variant) -> nn.Module:
                                  "the file is damaged or does not match its manifest; recreate the variant") from None
         return module.eval()
     if variant.format == "hf":
-        return load_hf_classifier(variant.path).eval()
+        return load_hf_classifier(variant.path, kind=variant.task.kind).eval()
     raise ModelLoadError(f"variant {variant.name} is {variant.format}, not a torch model: use an ONNX runner")
 
 
-def load_hf_classifier(path: Path, num_labels: int | None = None, **kwargs: Any) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
+def load_hf_classifier(path: Path, num_labels: int | None = None, *, kind: str = "text", **kwargs: Any) -> nn.Module:
+    """A Hugging Face classifier from a local save_pretrained folder: sequence classification for text tasks,
+    image classification for image tasks. Safetensors only: a pickled pytorch_model.bin is never read."""
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
+    path = Path(path)
+    if not any(path.glob("*.safetensors")) and any(path.glob("pytorch_model*.bin")):
+        raise ModelLoadError(f"{path} holds only pytorch_model.bin (pickle, which optikit never loads): convert it "
+                             "once with model.save_pretrained(dir, safe_serialization=True)")
+    auto = AutoModelForImageClassification if kind == "image" else AutoModelForSequenceClassification
     extra = {"num_labels": num_labels} if num_labels is not None else {}
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
+        return auto.from_pretrained(str(path), local_files_only=True, use_safetensors=True, **extra, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load a Hugging Face classifier from {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelLoadError(f"cannot load a Hugging Face {'image' if kind == 'image' else 'text'} classifier from "
+                             f"{path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                             ) from None
 
 
 def save_module(module: nn.Module, variant_format: str, directory: Path, tokenizer_from: Path | None = None) -> None:
@@ -118,15 +189,47 @@ def save_module(module: nn.Module, variant_format: str, directory: Path, tokeniz
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "sentencepiece.bpe.model", "spiece.model", "merges.txt", "vocab.json", "added_tokens.json")
+PROCESSOR_FILES = (PROCESSOR_CONFIG,)
 
 
-def copy_tokenizer(source: Path, target: Path) -> None:
-    """Every variant of a text model carries its tokenizer, so an ONNX file is usable on its own."""
+def copy_processor(source: Path, target: Path) -> None:
+    """Every variant carries its model's input preparation — a text model's tokenizer, an image model's
+    preprocessor_config.json (its normalisation) — so an ONNX file or a distilled student is usable on its own."""
     import shutil
 
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+    for name in (*TOKENIZER_FILES, *PROCESSOR_FILES):
+        if (Path(source) / name).is_file() and Path(source).resolve() != Path(target).resolve():
+            shutil.copy2(Path(source) / name, Path(target) / name)
+
+
+copy_tokenizer = copy_processor  # the older name, kept for callers
+
+
+def image_normalization(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) per channel from a variant's preprocessor_config.json, or None when inputs go in as they are.
+
+    do_normalize defaults to true when the file gives an image_mean (transformers' processors do); the data is
+    already scaled to [0, 1], which is what do_rescale (1/255) would have produced.
+    """
+    import json
+
+    file = Path(path) / PROCESSOR_CONFIG
+    if not file.is_file():
+        return None
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelLoadError(f"cannot read {file} as JSON: restore it from the model's save_pretrained folder") from None
+    mean, std = config.get("image_mean"), config.get("image_std")
+    if not config.get("do_normalize", mean is not None) or mean is None:
+        return None
+    if std is None:
+        raise ModelLoadError(f"{file} has image_mean but no image_std: add image_std or set do_normalize to false")
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std_arr = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    if mean_arr.shape != std_arr.shape or not np.all(std_arr > 0):
+        raise ModelLoadError(f"{file}: image_mean and image_std must be equally long and std > 0; fix the file")
+    return mean_arr, std_arr
 
 
 class Encoder:
@@ -136,6 +239,7 @@ class Encoder:
         self.kind = variant.task.kind
         self.max_length = variant.task.max_length
         self._tokenizer = None
+        self._normalize = image_normalization(variant.path) if self.kind == "image" else None
         if self.kind == "text":
             from transformers import AutoTokenizer
 
@@ -146,7 +250,14 @@ class Encoder:
 
     def encode(self, inputs: Any, pad_to: int | None = None) -> dict[str, np.ndarray]:
         if self.kind == "image":
-            return {PIXEL_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)}
+            pixels = np.ascontiguousarray(inputs, dtype=np.float32)
+            if self._normalize is not None:
+                mean, std = self._normalize
+                if mean.shape[1] not in (1, pixels.shape[1]):
+                    raise ModelLoadError(f"the model's image_mean has {mean.shape[1]} values but the images have "
+                                         f"{pixels.shape[1]} channels: load the images with the model's num_channels")
+                pixels = np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
+            return {PIXEL_INPUT: pixels}
         assert self._tokenizer is not None
         padding: bool | str = "max_length" if pad_to else "longest"
         enc = self._tokenizer(list(inputs), padding=padding, truncation=True,
@@ -164,7 +275,9 @@ class Encoder:
 def torch_forward(module: nn.Module, feeds: dict[str, Any]) -> Any:
     """Calls a module with the encoder's arrays (as tensors) and returns its logits tensor."""
     if PIXEL_INPUT in feeds:
-        return module(feeds[PIXEL_INPUT])
+        out = module(feeds[PIXEL_INPUT])
+        # Hugging Face image classifiers return an output object; plain CNNs return the logits tensor.
+        return out.logits if hasattr(out, "logits") else out
     return module(**feeds).logits
 
 
@@ -178,3 +291,5 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
 
 
 architectures.register("digits-cnn", digits_cnn)
+architectures.register("image-cnn", image_cnn)
+architectures.register(HF_PRUNED, hf_pruned)

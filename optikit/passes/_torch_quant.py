@@ -104,6 +104,6 @@ def quantize_inc(config: QuantizeConfig, variant: Variant, ctx: PassContext, out
         warnings.simplefilter("ignore")
         for name, weight in recovered.items():
             fp32.get_submodule(name).weight.data.copy_(weight.to(fp32.get_submodule(name).weight.dtype))
-    save_module(fp32, variant.format, out, tokenizer_from=variant.path if variant.format == "hf" else None)
+    save_module(fp32, variant.format, out, tokenizer_from=variant.path)
     return PassOutput(variant.format, {"backend": "neural-compressor", "mode": "weight-only-rtn",
                                        "modules_quantized": len(recovered)})

@@ -127,7 +127,7 @@ class UnstructuredPrune(Pass):
         total, nonzero = count_parameters(module)
         pruned_weights = sum(m.weight.numel() for m in layers.values())
         pruned_zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
-        save_module(module, variant.format, out, tokenizer_from=variant.path if variant.format == "hf" else None)
+        save_module(module, variant.format, out, tokenizer_from=variant.path)
         return PassOutput(variant.format, {
             "layers": {n: round(sparsity(m.weight), 4) for n, m in layers.items()},
             "sparsity_selected": round(pruned_zeros / pruned_weights, 4),

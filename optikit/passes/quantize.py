@@ -11,7 +11,7 @@ import numpy as np
 
 from optikit.config import require
 from optikit.errors import ConfigError, MissingDependencyError
-from optikit.models import RUNTIME_QUANTIZATION, Encoder, copy_tokenizer
+from optikit.models import RUNTIME_QUANTIZATION, Encoder, copy_processor
 from optikit.passes._ort_quant import (
     CalibrationReader,
     accuracy_aware,
@@ -160,7 +160,7 @@ class Quantize(Pass):
         import shutil
 
         shutil.rmtree(staging)
-        copy_tokenizer(variant.path, out)
+        copy_processor(variant.path, out)
         shutil.copy2(variant.path / "config.json", out / "config.json")
         return PassOutput("onnx", {"backend": "optimum", "preset": self.config.optimum_preset, "mode": "dynamic",
                                    "ops_after": op_counts(out / "model.onnx"),
@@ -200,7 +200,7 @@ class Quantize(Pass):
         for leftover in [*out.glob("*.onnx.data"), out / "model.probe.onnx"]:
             leftover.unlink(missing_ok=True)
         strip_node_metadata(target)
-        copy_tokenizer(variant.path, out)
+        copy_processor(variant.path, out)
         if (variant.path / "config.json").is_file():  # keeps the folder loadable by optimum's ORTModel
             import shutil
 
