@@ -14,7 +14,9 @@ from optikit.errors import ConfigError
 from optikit.models import (
     RUNTIME_QUANTIZATION,
     Encoder,
+    architectures,
     build_architecture,
+    copy_processor,
     count_parameters,
     load_module,
     save_module,
@@ -32,7 +34,18 @@ if TYPE_CHECKING:
     from optikit.data import Dataset
 
 StudentKind = Literal["layer-subset", "architecture"]
-AUTO_STUDENTS = {"torch": "cnn-small", "hf": "minilm-l3"}  # student = "auto" picks by the teacher's format
+# student = "auto": the digits CNN's own small copy, a 3-layer cut of a text transformer, and a small any-size
+# CNN for every other image teacher (Hugging Face image classifiers, other torch CNNs).
+AUTO_STUDENTS = {"torch": "cnn-small", "hf": "minilm-l3", "image": "image-cnn-small"}
+DIGITS_ARCHITECTURE = "digits-cnn"
+
+
+def auto_student(variant: Variant) -> str:
+    """The student `student=auto` picks for this teacher."""
+    if variant.task.kind == "image" and (variant.format == "hf"
+                                        or variant.architecture.get("name") != DIGITS_ARCHITECTURE):
+        return AUTO_STUDENTS["image"]
+    return AUTO_STUDENTS[variant.format]
 TEACHER_BATCH = 64
 
 
@@ -217,7 +230,7 @@ def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor
 
 @dataclass(frozen=True)
 class DistillConfig:
-    student: str = "auto"  # a name from `optikit students`, a recipe path, or auto (cnn-small / minilm-l3)
+    student: str = "auto"  # a name from `optikit students`, a recipe path, or auto (see Distill)
     temperature: float = 4.0  # softens both distributions so the teacher's ranking of wrong classes shows
     alpha: float = 0.7  # weight of the teacher's soft targets; 1 − alpha goes to the true labels
     hidden_weight: float = 0.0  # weight of the hidden-state MSE (layers of equal width only)
@@ -259,6 +272,10 @@ class DistillConfig:
 class Distill(Pass):
     """Trains a student from `students/` on the teacher's soft targets (and optionally its hidden states).
 
+    `student=auto` picks cnn-small for the digits CNN, minilm-l3 for a text transformer and image-cnn-small
+    (in_channels, image_size and classes from the teacher's data) for any other image classifier, Hugging Face
+    ones included: a torch student that keeps the teacher's preprocessor_config.json, so it sees the same inputs.
+
     Example:
         optikit compress digits-cnn --pass distill:student=cnn-small --pass export-onnx
         optikit compress minilm-tags --pass distill:student=minilm-l3,temperature=4,hidden_weight=1
@@ -270,11 +287,13 @@ class Distill(Pass):
     summary = "trains a smaller student (optikit students) to mimic the teacher: KL + CE (+ hidden-state MSE)"
     config: DistillConfig
 
-    def student_name(self, teacher_format: str) -> str:
-        return AUTO_STUDENTS.get(teacher_format, "cnn-small") if self.config.student == "auto" else self.config.student
+    def student_name(self, teacher: Variant) -> str:
+        return auto_student(teacher) if self.config.student == "auto" else self.config.student
 
     def output_format(self, input_format: str) -> Format:
         if self.config.student == "auto":
+            # Planning knows the format only: an hf image teacher's auto student is in fact torch (both take the
+            # same later passes, and each pass checks the real variant before any work).
             return input_format  # type: ignore[return-value]
         return load_student(self.config.student)[0].format
 
@@ -284,10 +303,16 @@ class Distill(Pass):
                               "quantize (e.g. --pass distill --pass quantize)")
 
     def check(self, variant: Variant) -> None:
-        recipe, spec = load_student(self.student_name(variant.format))
+        recipe, spec = load_student(self.student_name(variant))
+        image = variant.task.kind == "image"
+        if spec.kind == "layer-subset" and image:
+            raise ConfigError(f"student {recipe.name} (layer-subset) cuts a text transformer's layers, but "
+                              f"{variant.name} is an image classifier: use distill:student={AUTO_STUDENTS['image']}")
+        if spec.kind == "architecture" and image and variant.format == "hf":
+            self._check_builder(recipe, variant)
         wanted = "hf" if spec.kind == "layer-subset" else "torch"
-        if variant.format != wanted:
-            other = AUTO_STUDENTS[variant.format]
+        if variant.format != wanted and not (image and spec.kind == "architecture"):
+            other = auto_student(variant)
             raise ConfigError(f"student {recipe.name} ({spec.kind}) needs a {wanted} teacher, but {variant.name} is "
                               f"{variant.format}: use distill:student={other} or another from `optikit students`")
         if RUNTIME_QUANTIZATION in variant.architecture:
@@ -304,14 +329,35 @@ class Distill(Pass):
                 raise ConfigError(f"student {recipe.name} names layer {max(spec.layers)} but teacher {variant.name} "
                                   f"has layers 0..{total - 1}: fix [student] layers")
 
-    def build_student(self, teacher: nn.Module, variant: Variant, recipe: Recipe,
-                      spec: StudentSpec) -> tuple[nn.Module, dict[str, Any], tuple[int, ...] | None]:
-        """(student module, its architecture record, teacher layers kept)."""
+    @staticmethod
+    def _check_builder(recipe: Recipe, variant: Variant) -> None:
+        """A Hugging Face image teacher may have any channel count: the student's builder must take in_channels."""
+        import inspect
+
+        name = recipe.architecture.get("name")
+        params = inspect.signature(architectures.get(str(name))).parameters
+        if "in_channels" not in params:
+            raise ConfigError(f"student {recipe.name} ({name}) has a fixed input channel count; {variant.name} is a "
+                              f"Hugging Face image classifier: use distill:student={AUTO_STUDENTS['image']}")
+
+    def build_student(self, teacher: nn.Module, variant: Variant, recipe: Recipe, spec: StudentSpec,
+                      inputs: np.ndarray | None = None) -> tuple[nn.Module, dict[str, Any], tuple[int, ...] | None]:
+        """(student module, its architecture record, teacher layers kept); `inputs` are training images, whose
+        shape gives builders that take them their in_channels and image_size (what the teacher sees)."""
         if spec.kind == "architecture":
+            import inspect
+
             arch = dict(recipe.architecture)
             arch.setdefault("num_classes", len(variant.task.label_names))
             if "image_size" in variant.architecture:
                 arch.setdefault("image_size", variant.architecture["image_size"])
+            params = inspect.signature(architectures.get(str(arch["name"]))).parameters
+            if inputs is not None and getattr(inputs, "ndim", 0) == 4:
+                channels, height, width = (int(d) for d in inputs.shape[1:])
+                if "in_channels" in params:
+                    arch.setdefault("in_channels", channels)
+                if "image_size" in params:
+                    arch.setdefault("image_size", height if height == width else [height, width])
             seed_everything(self.config.seed)
             return build_architecture(arch), arch, None
         total = len(encoder_layers(teacher)[0])
@@ -332,14 +378,15 @@ class Distill(Pass):
         return pairs
 
     def apply(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
-        recipe, spec = load_student(self.student_name(variant.format))
+        recipe, spec = load_student(self.student_name(variant))
         c = self.config
         teacher = load_module(variant)
         for p in teacher.parameters():
             p.requires_grad_(False)
         encoder = Encoder(variant)
         train, validation = ctx.split(variant, "train"), ctx.split(variant, "validation")
-        student, arch, keep = self.build_student(teacher, variant, recipe, spec)
+        student, arch, keep = self.build_student(teacher, variant, recipe, spec,
+                                                 train.inputs if variant.task.kind == "image" else None)
         for p in student.parameters():
             p.requires_grad_(True)
         pairs = self.hidden_pairs(student, teacher, keep, recipe.name) if c.hidden_weight > 0 else []
@@ -355,6 +402,8 @@ class Distill(Pass):
         student_loss, student_acc = evaluate_loss(student, validation, encoder)
         teacher_loss, teacher_acc = evaluate_loss(teacher, validation, encoder)
         save_module(student, recipe.format, out, tokenizer_from=variant.path if recipe.format == "hf" else None)
+        # The student learnt on the teacher's encoded inputs: it keeps the teacher's image normalisation.
+        copy_processor(variant.path, out)
         student_params, teacher_params = count_parameters(student)[0], count_parameters(teacher)[0]
         report = {
             "student": recipe.name, "kind": spec.kind, "student_parameters": student_params,

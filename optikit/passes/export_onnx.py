@@ -9,7 +9,7 @@ import numpy as np
 
 from optikit.config import require
 from optikit.errors import ConfigError, PassError
-from optikit.models import PIXEL_INPUT, RUNTIME_QUANTIZATION, Encoder, copy_tokenizer, load_module
+from optikit.models import HF_PRUNED, PIXEL_INPUT, RUNTIME_QUANTIZATION, Encoder, copy_processor, load_module
 from optikit.passes._ort_quant import op_counts
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Format, Variant
@@ -52,6 +52,26 @@ class _LogitsOnly:
                                   token_type_ids=token_type_ids).logits
 
         return Wrapper(module).eval()
+
+    @staticmethod
+    def wrap_image(module: Any) -> Any:
+        """An image classifier (Hugging Face or rebuilt from one) as `pixel_values → logits`."""
+        import torch
+
+        class ImageWrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, pixel_values: Any) -> Any:
+                return self.inner(pixel_values=pixel_values).logits
+
+        return ImageWrapper(module).eval()
+
+
+def returns_model_output(variant: Variant) -> bool:
+    """Whether the variant's module is a Hugging Face model (an output object, keyword inputs), not a plain CNN."""
+    return variant.format == "hf" or variant.architecture.get("name") == HF_PRUNED
 
 
 def export_module(module: Any, feeds: dict[str, np.ndarray], path: Path, config: ExportOnnxConfig) -> None:
@@ -194,6 +214,7 @@ class ExportOnnx(Pass):
     Example:
         optikit compress digits-cnn --pass export-onnx
         optikit compress minilm-tags --pass export-onnx:opset=18,tolerance=1e-4
+        optikit compress ./my-resnet-variant --pass export-onnx     # input pixel_values (N, C, H, W), dynamic N
     """
 
     name = "export-onnx"
@@ -222,10 +243,12 @@ class ExportOnnx(Pass):
         sample = ctx.split(variant, "validation")
         sample = sample.take(list(range(min(2, len(sample)))))
         feeds = encoder.encode(sample.inputs)
+        if returns_model_output(variant):
+            module = _LogitsOnly.wrap_image(module) if variant.task.kind == "image" else _LogitsOnly.wrap(module)
+        # The tokenizer or the image processor (its normalisation) goes with the ONNX file.
+        copy_processor(variant.path, out)
         if variant.format == "hf":
-            module = _LogitsOnly.wrap(module)
-            copy_tokenizer(variant.path, out)
-            # config.json makes the folder loadable by optimum's ORTModelForSequenceClassification and ORTOptimizer.
+            # config.json makes the folder loadable by optimum's ORTModelFor…Classification and ORTOptimizer.
             shutil.copy2(variant.path / "config.json", out / "config.json")
         export_module(module, feeds, out / "model.onnx", self.config)
         fused: dict[str, int] = {}

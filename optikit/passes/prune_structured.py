@@ -1,4 +1,5 @@
-"""prune-structured: removes whole CNN channels or BERT heads and FFN neurons with Torch-Pruning, so the model shrinks."""
+"""prune-structured: removes whole CNN channels (optikit CNNs, Hugging Face ResNets) or BERT heads and FFN neurons
+with Torch-Pruning, so the model shrinks."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from optikit.config import require
 from optikit.errors import ConfigError, PassError
-from optikit.models import Encoder, build_architecture, count_parameters, load_module, save_module, torch_forward
+from optikit.models import (
+    HF_PRUNED,
+    Encoder,
+    build_architecture,
+    count_parameters,
+    hf_pruned,
+    layer_shape,
+    load_module,
+    save_module,
+    torch_forward,
+)
 from optikit.passes.base import Pass, PassContext, PassOutput
-from optikit.variant import Variant
+from optikit.variant import Format, Variant
 
 if TYPE_CHECKING:
     import torch
@@ -19,8 +30,11 @@ if TYPE_CHECKING:
 TARGETS = ("heads", "ffn")
 DEFAULT_LEARNING_RATE = {"torch": 1e-3, "hf": 5e-5}
 # Architectures whose pruned shape can be written back into a rebuildable description (kwargs or a config.json).
-REBUILDABLE_ARCHITECTURES = ("digits-cnn",)
+REBUILDABLE_ARCHITECTURES = ("digits-cnn", "image-cnn")
 REBUILDABLE_HF_TYPES = ("bert",)
+# Hugging Face image classifiers whose conv channels Torch-Pruning narrows cleanly (residual-coupled channels go
+# together). ViT would need its head bookkeeping rewritten as for BERT: not supported yet.
+PRUNABLE_HF_IMAGE_TYPES = ("resnet",)
 # Global ranking may empty a layer that matters little; a layer never loses more than this share.
 GLOBAL_MAX_LAYER_AMOUNT = 0.9
 RELOAD_TOLERANCE = 1e-4
@@ -128,13 +142,35 @@ def _hf_ignored(module: nn.Module, targets: tuple[str, ...]) -> list[nn.Module]:
     return ignored
 
 
+def _hf_model_type(variant: Variant) -> str | None:
+    if variant.architecture.get("name") == HF_PRUNED:
+        return variant.architecture.get("config", {}).get("model_type")
+    try:
+        return json.loads((variant.path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def _is_hf_image(variant: Variant) -> bool:
+    return variant.task.kind == "image" and (variant.format == "hf" or variant.architecture.get("name") == HF_PRUNED)
+
+
 class StructuredPrune(Pass):
-    """Removes whole channels (digits CNN) or attention heads and FFN neurons (BERT) with Torch-Pruning.
+    """Removes whole channels (optikit CNNs, Hugging Face ResNets) or attention heads and FFN neurons (BERT) with
+    Torch-Pruning.
 
     The result is a smaller dense model (fewer parameters and MACs, faster), rebuilt exactly from its manifest
     (torch) or by a plain `from_pretrained` (hf). Recovery by fine-tuning or distillation from the parent is optional.
     BERT keeps one FFN width for all layers (config.json has one `intermediate_size`), so `scope=global` ranks
     heads across layers and prunes FFN neurons uniformly.
+
+    A pruned Hugging Face ResNet becomes a *torch* variant, not an hf one: ResNetConfig has one width per stage
+    (`hidden_sizes`) and derives every inner width from it, so it cannot describe the per-layer widths pruning
+    leaves (global scope, rounding, bottleneck reductions), and a pickled module is not an option. The manifest
+    records the HF config plus the shape of every narrowed layer (architecture `hf-pruned`); loading builds the
+    model from that config, swaps in the narrowed layers and reads the weights from safetensors. optikit loads it
+    like any variant; for other tools chain export-onnx (pixel_values → logits). ViT and other image
+    architectures are refused before any work.
 
     Example:
         optikit compress digits-cnn --pass prune-structured:amount=0.5,recover=finetune
@@ -147,8 +183,17 @@ class StructuredPrune(Pass):
     summary = "removes CNN channels or BERT heads / FFN neurons (Torch-Pruning), with optional recovery"
     config: StructuredPruneConfig
 
+    def output_format(self, input_format: str) -> Format:
+        return input_format  # type: ignore[return-value]  # hf image models become torch: only `apply` knows the task
+
     def check(self, variant: Variant) -> None:
-        if variant.format == "torch":
+        if _is_hf_image(variant):
+            model_type = _hf_model_type(variant)
+            if model_type not in PRUNABLE_HF_IMAGE_TYPES:
+                raise ConfigError(f"prune-structured prunes the conv channels of {', '.join(PRUNABLE_HF_IMAGE_TYPES)} "
+                                  f"image classifiers, not {model_type!r}: use prune-unstructured or quantize for "
+                                  "this model")
+        elif variant.format == "torch":
             arch = variant.architecture.get("name")
             if arch not in REBUILDABLE_ARCHITECTURES:
                 raise ConfigError(f"prune-structured can rebuild {', '.join(REBUILDABLE_ARCHITECTURES)} only, not "
@@ -172,7 +217,8 @@ class StructuredPrune(Pass):
         encoder = Encoder(variant)
         validation = ctx.split(variant, "validation")
         example = {k: torch.from_numpy(v) for k, v in encoder.encode(validation.take([0, 1]).inputs).items()}
-        example_input: Any = example if variant.format == "hf" else example["pixel_values"]
+        hf_image = _is_hf_image(variant)
+        example_input: Any = example if variant.format == "hf" and not hf_image else example["pixel_values"]
         module = load_module(variant)
         parent = load_module(variant)  # kept unpruned: the distillation teacher and the reference numbers
         params_before = count_parameters(module)[0]
@@ -181,7 +227,10 @@ class StructuredPrune(Pass):
         if c.importance == "taylor":
             accumulate_gradients(module, variant, ctx, encoder, c.taylor_batches, c.batch_size)
 
-        if variant.format == "torch":
+        out_format: Format = "torch" if hf_image else variant.format
+        if hf_image:
+            shape_report, architecture = self._prune_hf_image(module, example_input)
+        elif variant.format == "torch":
             shape_report, architecture = self._prune_cnn(module, example_input, variant.architecture)
         else:
             shape_report, architecture = self._prune_bert(module, example_input), None
@@ -193,9 +242,10 @@ class StructuredPrune(Pass):
         history = self._recover(module, parent, variant, ctx, encoder)
         accuracy_after = evaluate_loss(module, validation, encoder)[1]
 
-        save_module(module, variant.format, out, tokenizer_from=variant.path if variant.format == "hf" else None)
+        # tokenizer_from also carries an image model's preprocessor_config.json (its normalisation).
+        save_module(module, out_format, out, tokenizer_from=variant.path)
         reload_diff = self._check_reload(module, out, architecture, example)
-        return PassOutput(variant.format, {
+        return PassOutput(out_format, {
             "parameters_before": params_before, "parameters_after": params_after,
             "macs_before": int(macs_before), "macs_after": int(macs_after),
             "validation_accuracy_before": round(accuracy_before, 4),
@@ -228,6 +278,25 @@ class StructuredPrune(Pass):
             raise PassError("structured pruning changed the number of classes")
         return ({"channels_before": before["channels"], "channels_after": after["channels"],
                  "hidden_before": before["hidden"], "hidden_after": after["hidden"]}, {**architecture, **after})
+
+    def _prune_hf_image(self, module: nn.Module, example: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Narrows a Hugging Face ResNet's conv channels; returns its shape report and `hf-pruned` architecture."""
+        import torch.nn as nn
+
+        config = module.config.to_dict()  # type: ignore[operator]
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        classifier = [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+        classes = classifier.out_features
+        before = [m.out_channels for m in convs]
+        # The classifier's outputs are the classes: they all stay (its inputs narrow with the last stage).
+        self._pruner(module, example, [classifier], output_transform=lambda o: o.logits).step()
+        if classifier.out_features != classes:
+            raise PassError("structured pruning changed the number of classes")
+        reference = {n: layer_shape(m) for n, m in hf_pruned(config, {}).named_modules()}
+        shapes = {n: spec for n, m in module.named_modules()
+                  if (spec := layer_shape(m)) is not None and spec != reference.get(n)}
+        return ({"channels_before": before, "channels_after": [m.out_channels for m in convs],
+                 "layers_narrowed": len(shapes)}, {"name": HF_PRUNED, "config": config, "shapes": shapes})
 
     def _prune_bert(self, module: nn.Module, example: dict[str, torch.Tensor]) -> dict[str, Any]:
         import torch_pruning as tp

@@ -53,14 +53,25 @@ class SearchSpace:
         return chain
 
 
-def students_for(teacher_format: str) -> tuple[str, ...]:
-    """Student recipes whose format is the teacher's (a CNN teacher gets CNN students, a BERT gets MiniLMs)."""
+def students_for(teacher: Any) -> tuple[str, ...]:
+    """Student recipes for a teacher: its format as a string (a CNN teacher gets CNN students, a BERT gets MiniLMs),
+    or the teacher Variant itself, which also tells image teachers apart. The any-size image CNN is offered only to
+    the image teachers `distill:student=auto` gives it to (Hugging Face image classifiers, CNNs other than
+    digits-cnn): they get it alone, since the digits and text students cannot take them."""
+    from optikit.passes.distill import AUTO_STUDENTS, auto_student
     from optikit.recipes import builtin_recipes, load_recipe
 
+    image_student = AUTO_STUDENTS["image"]
+    if not isinstance(teacher, str):
+        if auto_student(teacher) == image_student:
+            return (image_student,)
+        teacher = teacher.format
     out = []
     for name in sorted(builtin_recipes("students")):
+        if name == image_student:
+            continue
         try:
-            if load_recipe(name, "students").format == teacher_format:
+            if load_recipe(name, "students").format == teacher:
                 out.append(name)
         except Exception:  # noqa: BLE001 - an unreadable recipe is simply not offered
             continue

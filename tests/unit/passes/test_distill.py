@@ -181,7 +181,7 @@ def test_distill_hidden_weight_needs_layers_of_equal_width(strong_teacher, ctx) 
 @pytest.mark.parametrize(("spec", "fix"), [
     ("distill:alpha=2", r"alpha must be in \[0, 1\]"),
     ("distill:temperature=0", "temperature must be > 0"),
-    ("distill:student=no-such-student", "known students are cnn-small, minilm-l2, minilm-l3"),
+    ("distill:student=no-such-student", "known students are cnn-small, image-cnn-small, minilm-l2, minilm-l3"),
     ("distill:epochs=0", "epochs must be ≥ 1"),
 ])
 def test_distill_config_rejects_bad_options_naming_the_fix(spec: str, fix: str) -> None:

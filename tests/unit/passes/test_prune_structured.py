@@ -127,7 +127,7 @@ def test_structured_prune_exports_to_onnx_via_the_chain(fixture, request, tmp_pa
 
 def test_structured_prune_refuses_an_architecture_it_cannot_rebuild(digits_teacher, ctx):
     other = dataclasses.replace(digits_teacher, architecture={"name": "resnet-tiny"})
-    with pytest.raises(ConfigError, match="can rebuild digits-cnn only"):
+    with pytest.raises(ConfigError, match="can rebuild digits-cnn, image-cnn only"):
         StructuredPrune().run(other, ctx)
 
 

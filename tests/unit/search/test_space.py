@@ -64,3 +64,17 @@ def test_search_runs_trials_as_cached_cells_and_reports(digits_teacher, tmp_path
     again = search(config, tmp_path / "s")  # same seed, same out: every cell is reused
     assert [t.variant for t in again.trials] == [t.variant for t in outcome.trials]
     assert [t.loss for t in again.trials] == [t.loss for t in outcome.trials]
+
+
+def test_image_teachers_other_than_digits_are_offered_the_any_size_cnn_alone() -> None:
+    from types import SimpleNamespace
+
+    from optikit.variant import TaskInfo
+
+    resnet = SimpleNamespace(format="hf", task=TaskInfo("image", ("a", "b")), architecture={})
+    digits = SimpleNamespace(format="torch", task=TaskInfo("image", tuple("0123456789")),
+                             architecture={"name": "digits-cnn"})
+    bert = SimpleNamespace(format="hf", task=TaskInfo("text", ("a", "b")), architecture={})
+    assert students_for(resnet) == ("image-cnn-small",)
+    assert students_for(digits) == ("cnn-small",) == students_for("torch")
+    assert students_for(bert) == ("minilm-l2", "minilm-l3")
