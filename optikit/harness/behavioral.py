@@ -6,8 +6,10 @@ File format (TOML, one file per task; see optikit/suites/minilm-tags.toml):
              mft: label            the prediction on `text` must be `label`
              inv: perturbed = […]  every perturbed text keeps the prediction made on `text`
              dir: perturbed = […], toward = LABEL   P(toward) on every perturbed text ≥ P(toward) on `text`
-Image suites hold generator parameters under [generate] (see optikit/suites/digits.toml): their cases are
-built from the data at run time, so the file stays small and the cases follow the data.
+Image suites hold generator parameters under [generate] (see optikit/suites/digits.toml and images.toml): their
+cases are built from the data at run time, so the file stays small and the cases follow the data. `images` is the
+suite `suite=auto` runs on every image task but digits: small shifts, Gaussian noise and brightness changes (INV,
+on [0, 1] pixels, clipped) and, where the class means represent their classes, prototypes (MFT).
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from optikit.errors import ConfigError
 
 CaseType = Literal["mft", "inv", "dir"]
 TYPES: tuple[CaseType, ...] = ("mft", "inv", "dir")
-BUILTIN = {"minilm-tags": "minilm-tags.toml", "digits": "digits.toml"}
-_GENERATE_KEYS = {"seed", "prototypes", "shift_examples", "shift_pixels", "noise_examples", "noise_std", "noise_copies"}
+BUILTIN = {"minilm-tags": "minilm-tags.toml", "digits": "digits.toml", "images": "images.toml"}
+_GENERATE_KEYS = {"seed", "prototypes", "prototype_min_accuracy", "shift_examples", "shift_pixels", "shift_fraction",
+                  "noise_examples", "noise_std", "noise_copies", "brightness_examples", "brightness_factors"}
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,10 @@ def suite_path(spec: str) -> Path:
 
 
 def auto_suite(kind: str, label_names: tuple[str, ...], source: str) -> str | None:
-    """The built-in suite written for this task, if any: digits for digits, minilm-tags for the tags labels."""
-    if kind == "image" and source == "digits":
-        return "digits"
+    """The built-in suite written for this task, if any: digits for digits, images for any other image task,
+    minilm-tags for the tags labels."""
+    if kind == "image":
+        return "digits" if source == "digits" else "images"
     if kind == "text" and set(label_names) == {"computer-vision", "mlops", "natural-language-processing", "other"}:
         return "minilm-tags"
     return None
@@ -156,15 +160,23 @@ def _generated(name: str, path: str, params: dict[str, Any], label_names: tuple[
         images.append(np.asarray(image, dtype=np.float32))
         return len(images) - 1
 
-    if params.get("prototypes", True):
-        train = np.asarray(train_idx, dtype=int)
+    train = np.asarray(train_idx if train_idx is not None else [], dtype=int)
+    prototypes = params.get("prototypes", True)
+    if prototypes not in (True, False, "auto"):
+        raise ConfigError(f"suite {name} [generate] prototypes must be true, false or \"auto\", got {prototypes!r}")
+    if prototypes == "auto":
+        prototypes = centroid_accuracy(data.inputs[train], data.labels[train], len(label_names)) >= float(
+            params.get("prototype_min_accuracy", 0.75))
+    if prototypes:
         for k, label in enumerate(label_names):
             members = train[data.labels[train] == k]
             if len(members):
                 cases.append(Case(f"mft-prototype-{label}", "mft", f"the mean training image of {label} is {label}",
                                   add(data.inputs[members].mean(0)), label=k))
     pick = lambda count: rng.choice(len(test), size=min(int(count), len(test)), replace=False)  # noqa: E731
-    pixels = int(params.get("shift_pixels", 1))
+    side = min(test.inputs.shape[-2:]) if len(test) else 1
+    pixels = int(params["shift_pixels"]) if "shift_pixels" in params else max(
+        1, round(float(params.get("shift_fraction", 0.0)) * side))
     for i in pick(params.get("shift_examples", 10)):
         original = test.inputs[i]
         moved = tuple(add(shift(original, dy, dx)) for dy, dx in ((0, -pixels), (0, pixels), (-pixels, 0), (pixels, 0)))
@@ -176,7 +188,39 @@ def _generated(name: str, path: str, params: dict[str, Any], label_names: tuple[
         noisy = tuple(add(np.clip(original + rng.normal(0, std, original.shape), 0, 1)) for _ in range(copies))
         cases.append(Case(f"inv-noise-{i}", "inv", f"test image #{i} with Gaussian noise (std {std:g})",
                           add(original), noisy))
+    factors = [float(f) for f in params.get("brightness_factors", (0.8, 1.2))]
+    if int(params.get("brightness_examples", 0)) and factors:  # after noise: digits' cases keep their draws
+        for i in pick(params["brightness_examples"]):
+            original = test.inputs[i]
+            changed = tuple(add(brightness(original, f)) for f in factors)
+            cases.append(Case(f"inv-brightness-{i}", "inv", f"test image #{i} with brightness × "
+                              f"{', '.join(f'{f:g}' for f in factors)}", add(original), changed))
     return Suite(name, path, tuple(cases), np.stack(images).astype(np.float32))
+
+
+def brightness(image: np.ndarray, factor: float) -> np.ndarray:
+    """Scales the pixels by `factor` (PIL's ImageEnhance.Brightness: a blend with black), clipped to [0, 1]."""
+    return np.clip(image * factor, 0.0, 1.0).astype(np.float32)
+
+
+def centroid_accuracy(images: np.ndarray, labels: np.ndarray, classes: int) -> float:
+    """Leave-one-out accuracy of nearest-class-mean in pixel space: high when each class's mean image looks like its
+    members (aligned digits, centred shapes), so predicting a class from its mean image is a fair test; natural
+    photos average to blurs that no model needs to recognise. Each image is compared with its own class's mean
+    *without it* — with it, a few hundred pixels per image let any class mean "recognise" its own members."""
+    if len(images) == 0:
+        return 0.0
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    present = np.array([k for k in range(classes) if np.any(labels == k)])
+    counts = np.array([np.sum(labels == k) for k in present], dtype=np.float64)
+    means = np.stack([flat[labels == k].mean(0) for k in present])
+    distances = (flat ** 2).sum(1)[:, None] - 2 * flat @ means.T + (means ** 2).sum(1)[None, :]
+    own = np.searchsorted(present, labels)
+    # x − mean without x = n/(n−1)·(x − mean): the squared distance grows by (n/(n−1))²; a lone image has no peer.
+    n = counts[own]
+    scale = np.where(n > 1, (n / np.maximum(n - 1, 1)) ** 2, np.inf)
+    distances[np.arange(len(flat)), own] *= scale
+    return float(np.mean(present[distances.argmin(1)] == labels))
 
 
 def case_outcomes(suite: Suite, probs: np.ndarray) -> dict[str, bool]:

@@ -87,3 +87,80 @@ def test_digits_suite_generates_prototypes_shifts_and_noise_from_the_data() -> N
         if c.type == "mft":
             probs[c.original] = np.eye(10)[c.label]
     assert all(case_outcomes(suite, probs).values())
+
+
+# The digits suite as the code before the generic image suite generated it (seed 0 splits): ids in order and a
+# checksum of its inputs rounded to 5 decimals. Generalising the generator must not move a single case.
+DIGITS_FIRST_IDS = ["mft-prototype-0", "mft-prototype-1", "mft-prototype-2", "mft-prototype-3", "mft-prototype-4",
+                    "mft-prototype-5", "mft-prototype-6", "mft-prototype-7", "mft-prototype-8", "mft-prototype-9",
+                    "inv-shift-298", "inv-shift-292"]
+DIGITS_INPUTS_SHA256 = "f6ea2d0abd8cccf4"
+
+
+def test_digits_suite_is_unchanged_by_the_generic_image_suite() -> None:
+    import hashlib
+
+    data = load_digits()
+    splits = make_splits(data.labels, 0)
+    suite = load_suite("digits", data.label_names, data, splits.train, data.take(splits.test))
+    assert [c.id for c in suite.cases][:12] == DIGITS_FIRST_IDS and len(suite.cases) == 30
+    assert not any("brightness" in c.id for c in suite.cases)
+    assert hashlib.sha256(np.round(suite.inputs, 5).tobytes()).hexdigest()[:16] == DIGITS_INPUTS_SHA256
+    assert auto_suite("image", data.label_names, "digits") == "digits"
+
+
+def _shapes(tmp_path: Path):
+    from tests.image_helpers import folder_dataset, write_shapes_folder
+
+    data = folder_dataset(write_shapes_folder(tmp_path / "shapes", per_class=12))
+    splits = make_splits(data.labels, 0)
+    return data, splits
+
+
+def test_any_image_task_gets_shift_noise_and_brightness_cases_on_clipped_pixels(tmp_path: Path) -> None:
+    data, splits = _shapes(tmp_path)
+    test = data.take(splits.test)
+    spec = auto_suite("image", data.label_names, "imagefolder")
+    assert spec == "images"
+    suite = load_suite(spec, data.label_names, data, splits.train, test)
+    kinds = {prefix: [c for c in suite.cases if c.id.startswith(prefix)]
+             for prefix in ("mft-prototype", "inv-shift", "inv-noise", "inv-brightness")}
+    assert {k: len(v) for k, v in kinds.items()} == {"mft-prototype": 3, "inv-shift": len(test),
+                                                     "inv-noise": len(test), "inv-brightness": len(test)}
+    assert suite.inputs.shape[1:] == (3, 32, 32) and suite.inputs.dtype == np.float32
+    assert suite.inputs.min() >= 0.0 and suite.inputs.max() <= 1.0
+    bright = kinds["inv-brightness"][0]
+    original = suite.inputs[bright.original]
+    np.testing.assert_allclose(suite.inputs[bright.perturbed[0]], original * 0.8, rtol=1e-6)
+    np.testing.assert_allclose(suite.inputs[bright.perturbed[1]], np.clip(original * 1.2, 0, 1), rtol=1e-6)
+    moved = kinds["inv-shift"][0]  # 3% of 32 pixels rounds to 1: a one-pixel shift, background filled
+    np.testing.assert_array_equal(suite.inputs[moved.perturbed[0]], shift(suite.inputs[moved.original], 0, -1))
+    # A model blind to every perturbation passes every INV case; flipping one brightness copy fails exactly it.
+    probs = np.tile([1.0, 0.0, 0.0], (len(suite.inputs), 1))
+    assert all(v for k, v in case_outcomes(suite, probs).items() if k.startswith("inv"))
+    probs[bright.perturbed[1]] = [0.0, 1.0, 0.0]
+    failed = [k for k, v in case_outcomes(suite, probs).items() if not v and k.startswith("inv")]
+    assert failed == [bright.id]
+
+
+def test_prototypes_are_left_out_where_class_means_do_not_represent_classes(tmp_path: Path) -> None:
+    from optikit.data import Dataset
+    from optikit.harness.behavioral import centroid_accuracy
+
+    data, splits = _shapes(tmp_path)
+    train = np.asarray(splits.train)
+    assert centroid_accuracy(data.inputs[train], data.labels[train], 3) >= 0.75  # images.toml: 0.75
+    # Random pixels with random labels: the class means are alike, so a prototype says nothing about its class.
+    noise = np.random.default_rng(0).random(data.inputs.shape, dtype=np.float32)
+    shuffled = Dataset("image", noise, np.random.default_rng(1).permutation(data.labels), data.label_names, data.spec)
+    assert centroid_accuracy(noise[train], shuffled.labels[train], 3) < 0.75
+    suite = load_suite("images", data.label_names, shuffled, splits.train, shuffled.take(splits.test))
+    assert not any(c.type == "mft" for c in suite.cases) and suite.cases
+
+
+def test_an_image_suite_with_an_unknown_prototypes_value_is_a_config_error(tmp_path: Path) -> None:
+    data, splits = _shapes(tmp_path)
+    path = tmp_path / "bad.toml"
+    path.write_text('[suite]\nname = "bad"\n[generate]\nprototypes = "sometimes"\n')
+    with pytest.raises(ConfigError, match="prototypes must be true, false or \"auto\""):
+        load_suite(str(path), data.label_names, data, splits.train, data.take(splits.test))
