@@ -141,7 +141,7 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 
 
 @cli.command()
-@click.argument("models", nargs=-1, required=True, metavar="MATRIX.toml | VARIANT...")
+@click.argument("models", nargs=-1, required=True, metavar="MATRIX.toml | MODEL...")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder (default reports/<run>/).")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeatable; default 1 and 32.")
@@ -178,7 +178,8 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
           speedup_rounds: int, pad_to: int | None,
           min_iterations: int, processes: int | None, no_isolate: bool, track: str | None, tracking_uri: str | None,
           experiment: str, executor: str, address: str | None) -> None:
-    """Run a benchmark matrix (MATRIX.toml), or measure variants (the first is the baseline).
+    """Run a benchmark matrix (MATRIX.toml), or measure models and variants (the first is the baseline; your own
+    model is imported on first use, with the data of the variants named beside it unless --data is given).
 
     Writes results.json, results.csv, summary.md and report.html.
     """
