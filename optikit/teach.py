@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optikit._io import atomic_directory
-from optikit.data import Dataset, DataSpec, load_dataset, load_digits, load_table, make_splits
+from optikit.data import Dataset, DataSpec, load_data, load_dataset, load_digits, make_splits
 from optikit.errors import ConfigError
 from optikit.models import Encoder, build_architecture, load_hf_classifier, save_module
 from optikit.progress import say
@@ -37,7 +37,24 @@ def recipe_dataset(recipe: Recipe, data: str | Path | None = None, text_cols: tu
     label = label_col or src.label_col
     if not cols or not label:
         raise ConfigError(f"teacher {recipe.name} needs --text-cols and --label-col for {path}")
-    return load_table(path, cols, label)
+    dataset = load_data(path, text_cols=cols, label_col=label)
+    own = _checkpoint_labels(recipe)
+    if own and set(own) == set(dataset.label_names) and own != dataset.label_names:
+        dataset = load_data(path, text_cols=cols, label_col=label, label_names=own)
+    return dataset
+
+
+def _checkpoint_labels(recipe: Recipe) -> tuple[str, ...] | None:
+    """A checkpoint that is already a classifier of these labels keeps its own order (its id2label), rather than
+    optikit renumbering them by their sorted names; other checkpoints get the sorted order and a new head."""
+    if recipe.format != "hf" or not recipe.checkpoint:
+        return None
+    import json
+
+    config = resolve_checkpoint(recipe.checkpoint) / "config.json"
+    id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") if config.is_file() else None
+    names = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
+    return names if names and not all(n.startswith("LABEL_") for n in names) else None
 
 
 def teach(recipe_or_name: str | Recipe, data: str | Path | None = None, *, text_cols: tuple[str, ...] | None = None,

@@ -182,3 +182,37 @@ def test_static_calibration_never_reads_the_test_set(user_model, user_data, tmp_
     test_rows = set(produced[-1].splits.test)
     assert taken and test_rows and all(not (t & test_rows) for t in taken)
     assert produced[-1].lineage[-1].config["mode"] == "static"
+
+
+def test_the_api_takes_an_inference_session_for_its_file(onnx_export, user_data):
+    import onnxruntime as ort
+
+    import optikit
+
+    session = ort.InferenceSession(str(onnx_export / "model.onnx"), providers=["CPUExecutionProvider"])
+    variant = optikit.import_model(session, data=user_data[0], test_data=user_data[1],
+                                   text_cols=["title", "description"], label_col="tag")
+    assert variant.format == "onnx" and variant.task.label_names == UNSORTED
+    assert (variant.path / "model.onnx").read_bytes() == (onnx_export / "model.onnx").read_bytes()
+    with pytest.raises(Exception, match="passes must be a list of pass specs"):
+        optikit.compress(variant, "quantize")
+
+
+def test_a_hub_cache_snapshot_is_found_offline(user_model, text_csv, tmp_path, monkeypatch):
+    """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<commit>/…}; never a download."""
+    import huggingface_hub.constants
+
+    from optikit.importing import detect
+
+    repo = tmp_path / "hub" / "models--acme--tagger"
+    snapshot = repo / "snapshots" / "0123abc"
+    shutil.copytree(user_model, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert detect("acme/tagger").path == snapshot
+    assert detect(repo).path == snapshot
+    from optikit.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="model acme/absent does not exist"):
+        detect("acme/absent")

@@ -57,3 +57,32 @@ def test_bad_recipes_are_one_line_errors(tmp_path, text, message):
 def test_unknown_teacher_lists_the_known_ones():
     with pytest.raises(ConfigError, match="known teachers are digits-cnn, minilm-tags"):
         load_recipe("resnet-9000")
+
+
+def test_a_classifier_checkpoint_keeps_its_label_order_and_its_config(tiny_bert_checkpoint, text_csv, tmp_path):
+    from optikit.teach import teach
+    from tests.unit.test_importing import UNSORTED, save_classifier, tree_digest
+
+    checkpoint = save_classifier(tiny_bert_checkpoint, tmp_path / "mine", UNSORTED)
+    before = tree_digest(checkpoint)
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(f'''
+name = "mine"
+format = "hf"
+checkpoint = "{checkpoint}"
+max_length = 32
+[data]
+source = "csv"
+path = "{text_csv}"
+text_cols = ["title", "description"]
+label_col = "tag"
+[train]
+epochs = 1
+batch_size = 16
+''')
+    teacher = teach(str(recipe))
+    assert teacher.task.label_names == UNSORTED
+    import json
+
+    assert json.loads((teacher.path / "config.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(UNSORTED)}
+    assert tree_digest(checkpoint) == before
