@@ -216,3 +216,32 @@ def test_a_hub_cache_snapshot_is_found_offline(user_model, text_csv, tmp_path, m
 
     with pytest.raises(ModelLoadError, match="model acme/absent does not exist"):
         detect("acme/absent")
+
+
+def test_a_matrix_names_the_users_model_and_data(user_model, user_data, tmp_path):
+    from tests.integration.conftest import run_cli as run_cli_code
+
+    train, test = user_data
+    matrix = tmp_path / "mine.toml"
+    shutil.copytree(user_model, tmp_path / "model")
+    matrix.write_text(f'''
+name = "mine"
+batch_sizes = [1]
+threads = 1
+[[teachers]]
+model = "model"
+data = "{train.name}"
+test_data = "{test.name}"
+text_cols = ["title", "description"]
+label_col = "tag"
+[latency]
+min_iterations = 5
+min_seconds = 0.05
+warmup_max = 10
+[variants]
+int8 = ["quantize"]
+''')
+    assert run_cli_code("bench", str(matrix), "--out", str(tmp_path / "out")) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [v["status"] for v in results["variants"]] == ["ok", "ok"]
+    assert results["task"]["examples"] == len(pd.read_csv(test)) and results["task"]["label_names"] == list(UNSORTED)
