@@ -338,7 +338,7 @@ def import_model(model: str | Path, options: DataOptions, *, home: Path | None =
         for source, name in spec.files:
             shutil.copyfile(source, tmp / name)  # copyfile: the user's permissions and times are theirs
         Variant(id=vid, name=spec.name, format=spec.kind, path=tmp, task=TaskInfo(spec.task, spec.label_names,
-                spec.max_length), data=dataset.spec, splits=splits, versions=library_versions(),
+                spec.max_length), data=dataset.spec, splits=splits, versions=library_versions(), origin="import",
                 report={"source": "import", "imported_from": str(found.onnx_file or found.path),
                         "model_sha256": digest, "data_notes": list(dataset.notes)}).save_manifest(tmp)
     return load_variant(target)

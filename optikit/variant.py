@@ -14,6 +14,7 @@ from optikit.errors import ModelLoadError
 MANIFEST = "variant.json"
 SCHEMA_VERSION = 1
 Format = Literal["torch", "hf", "onnx"]
+Origin = Literal["teacher", "import", "from_module"]
 WEIGHT_FILES = {"torch": "model.safetensors", "hf": "config.json", "onnx": "model.onnx"}
 
 
@@ -69,6 +70,9 @@ class Variant:
     architecture: dict[str, Any] = field(default_factory=dict)  # torch format: registered builder + its kwargs
     report: dict[str, Any] = field(default_factory=dict)  # what the last pass measured about its own work
     versions: dict[str, str] = field(default_factory=dict)
+    # Who made the root of the lineage: optikit (a teacher recipe) or the user (an import, an in-memory module).
+    # Kept by every pass, because whether the test split can overlap the model's training data depends on it.
+    origin: Origin = "teacher"
 
     def describe(self) -> str:
         return " → ".join(["teacher", *(s.label() for s in self.lineage)]) if self.lineage else "teacher"
@@ -88,6 +92,7 @@ class Variant:
             "report": self.report,
             "versions": self.versions,
             "splits": self.splits.to_dict(),
+            "origin": self.origin,
         }
 
     def save_manifest(self, directory: Path | None = None) -> None:
@@ -128,7 +133,7 @@ def load_variant(path: str | Path) -> Variant:
             splits=Splits.from_dict(d["splits"]), parent=d.get("parent"),
             lineage=tuple(Step.from_dict(s) for s in d.get("lineage", [])),
             architecture=d.get("architecture") or {}, report=d.get("report") or {},
-            versions=d.get("versions") or {},
+            versions=d.get("versions") or {}, origin=d.get("origin", "teacher"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{manifest} is not a valid optikit manifest ({type(exc).__name__}: {exc}): "

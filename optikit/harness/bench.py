@@ -91,7 +91,6 @@ def data_notes(baseline: Variant, full: Any, split: Any, test: Any = None) -> li
     can overlap what the model was trained on."""
     spec = baseline.data
     notes = list(dict.fromkeys([*getattr(full, "notes", ()), *getattr(test, "notes", ())]))
-    origin = baseline.report.get("source") if not baseline.lineage else None
     if test is not None:
         notes.insert(0, f"measured on the test set given at bench time ({len(split)} examples), not the split the "
                         "variants recorded")
@@ -100,7 +99,7 @@ def data_notes(baseline: Variant, full: Any, split: Any, test: Any = None) -> li
                         f"({len(split)} examples)")
     elif spec.split_rule == "split-col":
         notes.insert(0, f"test set: the rows marked test in column {spec.split_col!r} ({len(split)} examples)")
-    elif origin in ("import", "from_module"):
+    elif baseline.origin != "teacher" or baseline.report.get("source") == "from_module":
         notes.insert(0, f"the test split is optikit's own seeded split of {Path(spec.path or '').name or 'the data'}: "
                         f"{baseline.name} was trained elsewhere, so if it saw this file the test split may overlap "
                         "its training data; pass --test-data FILE or --split-col COL to measure on held-out rows")

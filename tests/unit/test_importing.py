@@ -190,3 +190,31 @@ def test_import_needs_data(user_model):
 def test_test_data_and_split_col_together_are_refused():
     with pytest.raises(ConfigError, match="--test-data and --split-col both name the test set"):
         DataOptions(data="x.csv", test_data="t.csv", split_col="split")
+
+
+def test_a_table_of_image_paths_reads_like_the_image_folder(tmp_path):
+    from tests.image_helpers import SHAPES, save_tiny_resnet, write_shapes_folder
+
+    model = save_tiny_resnet(tmp_path / "resnet")
+    folder = write_shapes_folder(tmp_path / "shapes", per_class=8)
+    rows = sorted((p.relative_to(tmp_path).as_posix(), p.parent.name) for p in folder.rglob("*.png"))
+    pd.DataFrame(rows, columns=["file", "shape"]).to_csv(tmp_path / "images.csv", index=False)
+    from_table = import_model(model, DataOptions(data=str(tmp_path / "images.csv"), image_col="file", label_col="shape"))
+    from_folder = import_model(model, DataOptions(data=str(folder)))
+    a = load_dataset(from_table.data, from_table.task.label_names)
+    b = load_dataset(from_folder.data, from_folder.task.label_names)
+    assert from_table.task.kind == "image" and from_table.task.label_names == SHAPES
+    assert a.inputs.shape == (24, 3, 32, 32) and np.array_equal(a.inputs, b.inputs)
+    assert a.labels.tolist() == b.labels.tolist()
+
+
+def test_benching_a_model_optikit_did_not_train_on_its_own_split_says_it_may_overlap(user_model, text_csv, tmp_path):
+    from optikit.api import bench, compress
+
+    int8 = compress(user_model, ["quantize"], data=text_csv, text_cols=["title", "description"], label_col="tag",
+                    out=tmp_path / "v")
+    assert int8.origin == "import"  # kept by every pass
+    results = bench([int8], batch_sizes=(1,), min_iterations=3, min_seconds=0.02, speedup_rounds=4, resamples=200,
+                    suite="none")
+    assert any("may overlap its training data; pass --test-data FILE or --split-col COL" in n
+               for n in results.task["notes"])
