@@ -47,9 +47,11 @@ def _chains(passes: Sequence[Any] | Mapping[str, Sequence[Any]]) -> dict[str, li
 
 def run_after_training(teacher: Variant, passes: Sequence[Any] | Mapping[str, Sequence[Any]], *,
                        out: str | Path | None = None, threads: int | None = None,
-                       bench_options: Mapping[str, Any] | None = None, title: str = "optikit after training"
-                       ) -> AfterTraining:
-    """Runs each chain on `teacher`, benches the last variant of each against it, writes the report to `out`."""
+                       bench_options: Mapping[str, Any] | None = None, title: str = "optikit after training",
+                       notes: Sequence[str] = ()) -> AfterTraining:
+    """Runs each chain on `teacher`, benches the last variant of each against it, writes the report to `out`.
+
+    `notes` go first in the results' data notes (`task["notes"]`), which the report prints."""
     from optikit import api
     from optikit.report.outputs import write_outputs
 
@@ -62,6 +64,8 @@ def run_after_training(teacher: Variant, passes: Sequence[Any] | Mapping[str, Se
     results = api.bench([teacher, *variants.values()], **options)
     for row, name in zip(results.variants[1:], variants, strict=True):
         row.name = name  # the chain's name reads better in a report than teacher+pass+pass
+    if notes:
+        results.task["notes"] = list(dict.fromkeys([*notes, *results.task.get("notes", [])]))
     paths = write_outputs(results, Path(out), title=title) if out else {}
     return AfterTraining(teacher, variants, results, paths)
 

@@ -120,19 +120,37 @@ def _experiment(client: Any, name: str, out: Path, local: bool) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def _active_run_id(uri: str) -> str | None:
+    """The active MLflow run's id when it lives in the store `uri` names (MLflow imported by the caller only)."""
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return None
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None and mlflow.get_tracking_uri() == uri else None
+
+
 def track(groups: Mapping[str, Results], paths: Mapping[str, Path], out: Path, *, config: TrackingConfig,
           run_name: str, variant_paths: Mapping[str, Mapping[str, str | None]] | None = None,
-          tags: Mapping[str, str] | None = None) -> str:
+          tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
     """Logs one parent run (settings, the report files) and a nested run per variant of every group.
 
     `variant_paths[group][variant name]` is the variant folder whose manifest is logged and read for the lineage.
-    Returns the parent run id.
+    The parent run is itself nested under `parent_run_id` (in that run's experiment), or under the active MLflow run
+    when one is active on the same tracking URI, so a bench inside a tracked script never leaves an orphan
+    top-level run. Returns the parent run id.
     """
     uri = config.tracking_uri or default_uri(out)
     client = _client(uri)
+    parent_run_id = parent_run_id or _active_run_id(uri)
     try:
-        experiment = _experiment(client, config.experiment, out, config.tracking_uri is None)
-        parent = client.create_run(experiment, run_name=run_name, tags={"optikit.kind": "bench", **(tags or {})})
+        experiment = (client.get_run(parent_run_id).info.experiment_id if parent_run_id
+                      else _experiment(client, config.experiment, out, config.tracking_uri is None))
+        nested = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+        parent = client.create_run(experiment, run_name=run_name,
+                                   tags={"optikit.kind": "bench", **nested, **(tags or {})})
     except MissingDependencyError:
         raise
     except Exception as exc:  # MLflow raises its own types (and requests' for an unreachable server)

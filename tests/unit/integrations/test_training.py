@@ -63,6 +63,7 @@ def test_trainer_callback_runs_when_training_ends_and_logs_through_the_trainer(t
     trainer.train()
     assert callback.outcome is not None
     assert callback.outcome.teacher.format == "hf"
+    assert callback.outcome.teacher.name == tiny_bert_checkpoint.name  # the model's name, not output_dir's ("run")
     assert (tmp_path / "run" / "optikit" / "report.html").is_file()
     logged = [d for d in seen if "optikit/sparse/accuracy" in d]
     assert logged, "the reporter callbacks saw no optikit figures"
