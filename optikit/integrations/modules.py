@@ -244,7 +244,7 @@ def from_module(module: Any, *, data: DataArg, label_names: Sequence[str] | None
             _save_tokenizer(tokenizer, tmp)
         task = TaskInfo(dataset.kind, dataset.label_names, max_length)
         Variant(id=vid, name=_NAME.sub("-", name), format=fmt, path=tmp, task=task, data=dataset.spec,  # type: ignore[arg-type]
-                splits=splits, architecture=architecture, versions=library_versions(),
+                splits=splits, architecture=architecture, versions=library_versions(), origin="from_module",
                 report={"source": "from_module", "class": type(module).__name__,
                         "data_notes": list(dataset.notes)}).save_manifest(tmp)
     return load_variant(target)

@@ -117,7 +117,7 @@ def test_from_module_takes_the_label_order_of_the_model_and_the_bench_lines_up(t
     assert tuple(sorted(order)) != order and text_teacher.task.label_names == tuple(sorted(order))
     model = _permuted(text_teacher, order)
     v = optikit.from_module(model, data=text_csv, tokenizer=text_teacher.path, max_length=32, home=tmp_path, **TEXT)
-    assert v.task.label_names == order
+    assert v.task.label_names == order and v.origin == "from_module"
     saved = json.loads((v.path / "config.json").read_text())
     assert [saved["id2label"][str(i)] for i in range(3)] == list(order)
 
