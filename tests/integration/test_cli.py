@@ -71,7 +71,8 @@ def test_teachers_lists_the_builtin_recipes(capsys):
 
 def test_missing_model_path(tmp_path, capsys):
     code, _, err = run_cli(["compress", str(tmp_path / "missing"), "--pass", "quantize"], capsys)
-    assert_one_line_error(code, err, r"model path .*missing does not exist: pass a variant directory")
+    assert_one_line_error(code, err, r"model .*missing does not exist: pass a Hugging Face save_pretrained folder, an "
+                                     r"\.onnx file or folder, an optikit variant directory")
 
 
 def test_unknown_pass_lists_the_known_ones(digits_teacher, capsys):
@@ -135,4 +136,4 @@ def test_file_given_as_model(tmp_path, capsys):
     path = tmp_path / "model.bin"
     path.write_bytes(b"x")
     code, _, err = run_cli(["compress", str(path), "--pass", "quantize"], capsys)
-    assert_one_line_error(code, err, r"is a file: pass the variant directory")
+    assert_one_line_error(code, err, r"model.bin is a .bin file: pass an .onnx file or the folder that holds the model")
