@@ -57,8 +57,8 @@ def _read(path: Path, size: Size | None, mode: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
+        with Image.open(path) as opened:
+            image = opened.convert(mode)
             if size is not None and (image.height, image.width) != tuple(size):
                 # Bilinear to the model's input size: what transformers' image processors use by default.
                 image = image.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)

@@ -260,9 +260,9 @@ def inspect_model(found: Detected, labels: Sequence[str] = ()) -> _Model:
         task = _hf_task(config, where)
         weights = sorted({*path.glob("model*.safetensors"), *[path / w for w in HF_WEIGHTS if (path / w).is_file()]})
         names = label_names_of(config, labels, where, config.get("num_labels"))
-        files = [*weights, *side]
         size, channels = _image_spec(path, None) if task == "image" else (None, 1)
-        return _Model("hf", task, path, tuple((f, f.name) for f in files), names, name, _max_length(path), size, channels)
+        copied = tuple((f, f.name) for f in [*weights, *side])
+        return _Model("hf", task, path, copied, names, name, _max_length(path), size, channels)
     assert found.onnx_file is not None
     graph = _read_graph(found.onnx_file)
     task = _onnx_task(graph, found.onnx_file)
@@ -274,7 +274,8 @@ def inspect_model(found: Detected, labels: Sequence[str] = ()) -> _Model:
     if missing:
         raise ModelLoadError(f"{found.onnx_file.name} references external data {missing} that is not beside it: "
                              "copy those files next to it")
-    files = [(found.onnx_file, "model.onnx"), *((path / e, e) for e in graph.external), *((f, f.name) for f in side)]
+    files: list[tuple[Path, str]] = [(found.onnx_file, "model.onnx"), *((path / e, e) for e in graph.external),
+                                     *((f, f.name) for f in side)]
     size, channels = _image_spec(path, graph.inputs.get(IMAGE_INPUT)) if task == "image" else (None, 1)
     if not config.get("_name_or_path"):
         name = _NAME.sub("-", found.onnx_file.stem if found.onnx_file.stem != "model" else path.name)

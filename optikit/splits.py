@@ -64,8 +64,8 @@ def _calibration(train: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray
     return np.asarray(cal)
 
 
-def _sorted(*parts: np.ndarray) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(sorted(int(i) for i in p)) for p in parts)
+def _sorted(part: np.ndarray) -> tuple[int, ...]:
+    return tuple(sorted(int(i) for i in part))
 
 
 def make_splits(labels: np.ndarray, seed: int, test: float = 0.2, validation: float = 0.1) -> Splits:
@@ -89,7 +89,7 @@ def make_splits(labels: np.ndarray, seed: int, test: float = 0.2, validation: fl
         cal_idx, _ = train_test_split(train_idx, train_size=n_cal, random_state=seed, stratify=labels[train_idx])
     else:
         cal_idx = train_idx[:n_cal]
-    return Splits(seed, *_sorted(train_idx, val_idx, test_idx, cal_idx))
+    return Splits(seed, _sorted(train_idx), _sorted(val_idx), _sorted(test_idx), _sorted(cal_idx))
 
 
 VALIDATION_SHARE = 0.125  # of the non-test rows, when the user's files name a test set but no validation set
@@ -114,4 +114,5 @@ def splits_for(dataset: Dataset, seed: int) -> Splits:
         train, validation = _split_off(train, dataset.labels, VALIDATION_SHARE, seed)
     if len(train) == 0:
         train = validation  # a split column with validation and test only: calibrate on validation
-    return Splits(seed, *_sorted(train, validation, test, _calibration(train, dataset.labels, seed)), rule=rule)
+    calibration = _calibration(train, dataset.labels, seed)
+    return Splits(seed, _sorted(train), _sorted(validation), _sorted(test), _sorted(calibration), rule=rule)

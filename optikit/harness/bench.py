@@ -157,7 +157,8 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
         row.alignment = alignment(labels, preds, split.label_names)
         row.alignment["per_slice"] = per_slice(labels, preds, masks, len(split.label_names))
         row.capability = capability(labels, probs)
-        outcomes = case_outcomes(suite, measured.suite_probs) if suite is not None else None
+        outcomes = (case_outcomes(suite, measured.suite_probs)
+                    if suite is not None and measured.suite_probs is not None else None)
         if base is None:
             base, base_outcomes, row.is_baseline = (row, measured), outcomes, True
         base_probs = base[1].probs

@@ -37,7 +37,7 @@ class LatencyConfig:
     min_block_calls: int = 5  # … of at least this many calls each (fewer blocks when there are fewer calls)
 
     def __post_init__(self) -> None:
-        require(all(b >= 1 for b in self.batch_sizes) and self.batch_sizes, "batch_sizes must be ≥ 1")
+        require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes), "batch_sizes must be ≥ 1")
         require(self.min_iterations >= 3, f"min_iterations must be ≥ 3, got {self.min_iterations}")
         require(self.min_seconds >= 0, f"min_seconds must be ≥ 0, got {self.min_seconds}")
         require(self.max_iterations >= self.min_iterations, "max_iterations must be ≥ min_iterations")

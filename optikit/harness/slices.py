@@ -63,7 +63,7 @@ def per_slice(labels: np.ndarray, preds: np.ndarray, masks: Mapping[str, np.ndar
     """n, accuracy and macro F1 within each slice (F1 over the classes that occur in the slice)."""
     from sklearn.metrics import f1_score
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, mask in masks.items():
         n = int(mask.sum())
         if n == 0:
