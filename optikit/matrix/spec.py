@@ -5,7 +5,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,7 +216,7 @@ def _rules(raw: Any) -> tuple[GateRule, ...]:
     if not isinstance(raw, list):
         raise ConfigError("gate rules are a list of tables: write [[gate]] with kind = \"max-f1-drop\" (or "
                           f"{', '.join(RULE_KINDS)})")
-    rules = []
+    rules: list[GateRule] = []
     for i, item in enumerate(raw, 1):
         opts = _table(item, f"gate rule {i}")
         kind = opts.pop("kind", None)
@@ -292,3 +292,33 @@ def load_matrix(path: str | Path) -> Matrix:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     return parse_matrix(raw, str(path), path.resolve().parent)
+
+
+def narrow(matrix: Matrix, variants: tuple[str, ...] | list[str] = (), passes: tuple[str, ...] | list[str] = ()) -> Matrix:
+    """The same matrix with only the named variants and those whose chain uses one of `passes` (the baseline always
+    kept); with neither, the matrix itself. Gate rules follow: a rule about dropped variants only is dropped, a
+    max-f1-drop list keeps the variants still run. An unknown name is one error listing the known ones."""
+    if not variants and not passes:
+        return matrix
+    named = [v.name for v in matrix.variants if v.name != BASELINE]
+    used = sorted({s.pass_name for v in matrix.variants for s in v.chain})
+    where = Path(matrix.source).name if matrix.source else matrix.name
+    for name in variants:
+        if name != BASELINE and name not in named:
+            raise ConfigError(f"{where} has no variant {name!r}: its variants are {', '.join(named) or 'none'}")
+    for name in passes:
+        if name not in used:
+            raise ConfigError(f"no variant of {where} uses pass {name!r}: its chains use {', '.join(used) or 'none'}")
+    keep = {BASELINE, *variants} | {v.name for v in matrix.variants if any(s.pass_name in passes for s in v.chain)}
+
+    def rule(r: GateRule) -> GateRule | None:
+        if isinstance(r, MinSpeedup | MinSizeRatio):
+            return r if r.variant in keep else None
+        if isinstance(r, MaxF1Drop) and r.variants:
+            # An empty list would mean "every variant": a rule left with none of its own is dropped instead.
+            still = tuple(v for v in r.variants if v in keep)
+            return replace(r, variants=still) if still else None
+        return r
+
+    gate = tuple(g for g in (rule(r) for r in matrix.gate) if g is not None)
+    return replace(matrix, variants=tuple(v for v in matrix.variants if v.name in keep), gate=gate)

@@ -1,13 +1,14 @@
 """Matrix files: what a valid file becomes, and the one-line error each mistake produces."""
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from optikit.errors import ConfigError
 from optikit.matrix.runner import plan_cells, validate
-from optikit.matrix.spec import BASELINE, MaxF1Drop, MinSpeedup, NoFailures, load_matrix, parse_matrix
+from optikit.matrix.spec import BASELINE, MaxF1Drop, MinSpeedup, NoFailures, load_matrix, narrow, parse_matrix
 
 GOOD = """
 name = "t"
@@ -126,3 +127,54 @@ def test_shipped_matrices_load_and_validate() -> None:
     modes = {dict(s.options).get("mode") for v in ci.variants for s in v.chain if s.pass_name == "quantize"}
     assert modes == {"dynamic", "static"}
     validate(load_matrix(root / "minilm-tags.toml"))
+
+
+NARROW = """
+name = "n"
+teachers = ["digits-cnn"]
+[variants]
+onnx = ["export-onnx"]
+int8 = ["export-onnx", "quantize:mode=dynamic"]
+sparse = ["prune-unstructured:amount=0.5"]
+[[gate]]
+kind = "no-failures"
+[[gate]]
+kind = "max-f1-drop"
+[[gate]]
+kind = "max-f1-drop"
+name = "pair"
+variants = ["onnx", "sparse"]
+[[gate]]
+kind = "min-size-ratio"
+variant = "int8"
+"""
+
+
+def test_narrow_keeps_the_named_variants_and_those_using_a_pass() -> None:
+    m = parse_matrix(tomllib.loads(NARROW), "n.toml")
+    assert narrow(m) is m
+    assert [v.name for v in narrow(m, variants=["sparse"]).variants] == [BASELINE, "sparse"]
+    assert [v.name for v in narrow(m, passes=["export-onnx"]).variants] == [BASELINE, "onnx", "int8"]
+    assert [v.name for v in narrow(m, ["sparse"], ["quantize"]).variants] == [BASELINE, "int8", "sparse"]
+    assert [v.name for v in narrow(m, variants=[BASELINE]).variants] == [BASELINE]
+
+
+def test_narrow_drops_gate_rules_about_dropped_variants_only() -> None:
+    m = parse_matrix(tomllib.loads(NARROW), "n.toml")
+    rules = {r.name: r for r in narrow(m, variants=["onnx"]).gate}
+    assert set(rules) == {"no-failures", "max-f1-drop(1 points)", "pair"}  # min-size-ratio(int8) went with int8
+    assert rules["pair"].variants == ("onnx",) and rules["max-f1-drop(1 points)"].variants == ()
+    assert {r.name for r in narrow(m, passes=["quantize"]).gate} == {"no-failures", "max-f1-drop(1 points)",
+                                                                        "min-size-ratio(int8 ≥ 1×)"}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"variants": ["nope"]}, "n.toml has no variant 'nope': its variants are onnx, int8, sparse"),
+    ({"passes": ["distill"]}, "no variant of n.toml uses pass 'distill': its chains use export-onnx, "
+                              "prune-unstructured, quantize"),
+])
+def test_narrow_names_the_known_variants_or_passes(kwargs: dict, message: str) -> None:
+    m = parse_matrix(tomllib.loads(NARROW), "n.toml")
+    with pytest.raises(ConfigError) as info:
+        narrow(m, **kwargs)
+    assert str(info.value) == message
