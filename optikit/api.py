@@ -1,10 +1,11 @@
 """The public Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from optikit.errors import ConfigError
 from optikit.harness.bench import BenchConfig
@@ -18,6 +19,15 @@ from optikit.passes.base import Pass, PassContext, make_pass, plan_chain, run_ch
 from optikit.runners import default_threads
 from optikit.teach import optikit_home, resolve_model, teach
 from optikit.variant import Variant, load_variant
+
+if TYPE_CHECKING:
+    from optikit.matrix import Matrix, MatrixOutcome
+    from optikit.search.study import SearchOutcome
+
+__all__ = ["DEFAULT_MIN_SECONDS", "PassInfo", "bench", "bench_matrix", "compress", "compress_chain", "data_options",
+           "default_report_dir", "demo", "import_model", "list_passes", "list_recipes", "load", "load_matrix",
+           "print_table", "render_report", "resolve_bench_models", "search", "search_summary", "teach", "track_bench",
+           "write_html", "write_report"]
 
 PassSpec = str | Pass | tuple[str, Mapping[str, Any]]
 ModelSpec = str | Path | Variant | None
@@ -218,17 +228,241 @@ def _bench_test_set(baseline: Variant, test_data: str | Path) -> Any:
                      label_names=baseline.task.label_names, image_size=spec.image_size, channels=spec.channels)
 
 
+
 def default_report_dir(root: str | Path = "reports") -> Path:
+    """A fresh report folder, `reports/<date-time>`, for a run given no output folder."""
     return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def demo(out: str | Path | None = None, *, threads: int | None = None,
          min_seconds: float = DEFAULT_MIN_SECONDS) -> tuple[Results, dict[str, Path]]:
-    """The whole job on the embedded default: teach digits-cnn, export to ONNX, int8, bench, write the report."""
+    """The whole job on the embedded default: teach digits-cnn, export to ONNX, int8, bench, write the report.
+
+    Example:
+        results, paths = optikit.demo("reports/demo")
+        print(paths["md"].read_text())
+    """
     teacher = teach("digits-cnn")
     onnx_fp32, onnx_int8 = compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"], threads=threads)
     results = bench([teacher, onnx_fp32, onnx_int8], threads=threads, min_seconds=min_seconds)
+    return results, write_report(results, Path(out) if out else default_report_dir(), title="optikit demo")
+
+
+# Reports: the harness measures, the report package renders; these are the one way in from the API and the CLI.
+
+def write_report(results: Results, out: str | Path, *, title: str = "optikit bench", against: Results | None = None,
+                 against_name: str | None = None, budget_points: float | None = None,
+                 write_json: bool = True) -> dict[str, Path]:
+    """Writes results.json, results.csv, summary.md and report.html under `out`; returns their paths by kind
+    (json, csv, md, html). `against` (an earlier run's Results) adds what got better or worse since then.
+
+    Example:
+        paths = optikit.write_report(results, "reports/mine")
+        print(paths["md"].read_text())
+    """
     from optikit.report.outputs import write_outputs
 
-    paths = write_outputs(results, Path(out) if out else default_report_dir(), title="optikit demo")
-    return results, paths
+    return write_outputs(results, Path(out), against=against, against_name=against_name,
+                         budget_points=budget_points, title=title, write_json=write_json)
+
+
+def write_html(results: Results, path: str | Path) -> Path:
+    """Writes the self-contained HTML report of `results` to `path` alone (no other file).
+
+    Example:
+        optikit.write_html(optikit.bench(["digits-cnn", int8]), "report.html")
+    """
+    from optikit._io import write_text_atomic
+    from optikit.report.html import render_html
+
+    write_text_atomic(Path(path), render_html(results))
+    return Path(path)
+
+
+def render_report(results_path: str | Path, *, against: str | Path | None = None, out: str | Path | None = None,
+                  budget_points: float | None = None) -> dict[str, Path]:
+    """Re-renders summary.md and report.html (and results.csv) from a saved results.json; nothing is re-run.
+
+    `against`: an earlier results.json, to show what got better or worse. `out` defaults to the folder of
+    `results_path` (whose results.json is then left as it is); `budget_points`: the verdict's macro-F1 budget.
+
+    Example:
+        paths = optikit.api.render_report("reports/pr/results.json", against="reports/main/results.json")
+        print(paths["md"].read_text())
+    """
+    results_path = Path(results_path)
+    results = Results.load(results_path)
+    old = Results.load(against) if against else None
+    target = Path(out) if out else results_path.parent
+    return write_report(results, target, against=old, against_name=str(against) if against else None,
+                        budget_points=budget_points, write_json=target.resolve() != results_path.parent.resolve())
+
+
+def print_table(results: Results) -> None:
+    """Prints the terminal table of `optikit bench` (one row per variant, notes below it).
+
+    Example:
+        optikit.api.print_table(optikit.bench(["digits-cnn", int8]))
+    """
+    from optikit.report.table import print_table as _print
+
+    _print(results)
+
+
+# What is registered: passes and recipes.
+
+@dataclass(frozen=True)
+class PassInfo:
+    """A registered pass as `optikit passes` lists it: its options are (name, type, default) triples."""
+
+    name: str
+    summary: str
+    accepts: tuple[str, ...]  # the variant formats it takes
+    options: tuple[tuple[str, str, str], ...]
+
+
+def list_passes() -> list[PassInfo]:
+    """Every registered pass (built-ins and plugins), in registry order.
+
+    Example:
+        for p in optikit.api.list_passes():
+            print(p.name, [name for name, _, _ in p.options])
+    """
+    from optikit.config import describe_options
+    from optikit.passes import passes
+
+    return [PassInfo(name, cls.summary, tuple(sorted(cls.accepts)), tuple(describe_options(cls.Config)))
+            for name, cls in passes]
+
+
+def list_recipes(kind: Literal["teachers", "students"] = "teachers") -> list[tuple[str, str]]:
+    """(name, description) of each built-in teacher recipe, or student recipe (for the distill pass).
+
+    Example:
+        print(dict(optikit.api.list_recipes("students")))
+    """
+    from optikit.recipes import builtin_recipes, load_recipe
+
+    return [(name, load_recipe(name, kind).description) for name in sorted(builtin_recipes(kind))]
+
+
+# Benchmark matrices.
+
+def load_matrix(path: str | Path, *, data: str | Path | None = None, variants: Sequence[str] = (),
+                passes: Sequence[str] = (), threads: int | None = None, batch_sizes: Sequence[int] = (),
+                min_seconds: float | None = None, min_iterations: int | None = None, processes: int | None = None,
+                device: str | None = None) -> Matrix:
+    """A matrix file, narrowed and with settings overridden, so one file serves a quick local look and the full
+    CI run. `variants` keeps the named variants and `passes` those whose chain uses one of them (the baseline is
+    always kept; gate rules about dropped variants go with them); `data` replaces the data of every teacher that
+    reads a file. Any setting left None (or empty) keeps the file's own.
+
+    Example:
+        matrix = optikit.api.load_matrix("benchmarks/ci.toml", passes=["quantize"], threads=1)
+        print([v.name for v in matrix.variants])  # baseline and the three chains that quantize
+    """
+    from optikit.matrix import load_matrix as _load
+    from optikit.matrix import with_data
+    from optikit.matrix.spec import narrow
+
+    matrix = narrow(with_data(_load(path), str(data) if data else None), tuple(variants), tuple(passes))
+    lat = matrix.latency
+    latency = replace(lat, min_seconds=lat.min_seconds if min_seconds is None else min_seconds,
+                      min_iterations=min_iterations or lat.min_iterations, processes=processes or lat.processes)
+    return replace(matrix, latency=latency, threads=threads or matrix.threads,
+                   batch_sizes=tuple(batch_sizes) or matrix.batch_sizes, devices=(device,) if device else matrix.devices)
+
+
+def bench_matrix(matrix: Matrix | str | Path, out: str | Path | None = None, *, resume: bool = False,
+                 fail_fast: bool = False, executor: Literal["local", "ray"] = "local", address: str | None = None,
+                 track: Literal["mlflow"] | None = None, tracking_uri: str | None = None, experiment: str = "optikit",
+                 echo: Callable[[str], None] | None = None) -> MatrixOutcome:
+    """Runs every cell of `matrix` (a Matrix from `load_matrix`, or a file) into `out` (default reports/<run>/),
+    each in its own process and cached by content, then writes the report and evaluates the gate rules.
+
+    `resume` reruns only the cells without a finished record in `out`; `executor="ray"` runs cells as Ray tasks
+    (`address`: the cluster); `track="mlflow"` logs a parent run and a run per variant (`tracking_uri`, default a
+    SQLite file in `out`). `echo` receives a line per cell.
+
+    Example:
+        outcome = optikit.api.bench_matrix(optikit.api.load_matrix("benchmarks/ci.toml", variants=["onnx"]), "reports/ci")
+        print(outcome.gate_passed, outcome.paths["md"])
+    """
+    from optikit.matrix import ExecutorConfig
+    from optikit.matrix import bench_matrix as _run
+
+    if resume and out is None:
+        raise ConfigError("resume needs the output folder of the run to resume")
+    if (tracking_uri is not None or experiment != "optikit") and track is None:
+        raise ConfigError("tracking_uri and experiment need track='mlflow'")
+    return _run(matrix, Path(out) if out else default_report_dir(), resume=resume, fail_fast=fail_fast,
+                echo=echo or (lambda s: None), executor=ExecutorConfig(executor, address),
+                tracking=_tracking(track, tracking_uri, experiment))
+
+
+def _tracking(track: str | None, tracking_uri: str | None, experiment: str) -> Any:
+    if track is None:
+        return None
+    if track != "mlflow":
+        raise ConfigError(f"track must be 'mlflow', got {track!r}")
+    from optikit.tracking.mlflow import TrackingConfig
+
+    return TrackingConfig(tracking_uri, experiment)
+
+
+def track_bench(results: Results, paths: Mapping[str, Path], out: str | Path, *, variants: Sequence[Variant] = (),
+                tracking_uri: str | None = None, experiment: str = "optikit", run_name: str = "bench") -> str:
+    """Logs a bench to MLflow: one parent run (settings, the report files in `paths`) and a nested run per
+    variant, whose manifest is read from `variants` (matched by id). Returns the parent run's id.
+
+    Example:
+        paths = optikit.write_report(results, "reports/mine")
+        run_id = optikit.api.track_bench(results, paths, "reports/mine", variants=[teacher, int8])
+    """
+    tracking = _tracking("mlflow", tracking_uri, experiment)
+    from optikit.tracking.mlflow import track
+
+    where = {v.id: str(v.path) for v in variants}
+    return track({run_name: results}, paths, Path(out), config=tracking, run_name=run_name,
+                 variant_paths={run_name: {r.name: where.get(r.id) for r in results.variants}})
+
+
+# Search.
+
+def search(model: str | Path = "digits-cnn", out: str | Path | None = None, *, max_loss: float = 0.01,
+           metric: Literal["f1_macro", "accuracy"] = "f1_macro", objective: Literal["latency", "size"] = "latency",
+           trials: int = 20, batch_size: int = 32, threads: int = 1, min_seconds: float = 0.1, seed: int = 0,
+           data: str | Path | None = None, executor: Literal["local", "ray"] = "local", address: str | None = None,
+           parallel: int = 1, echo: Callable[[str], None] | None = None, **data_keys: Any) -> SearchOutcome:
+    """Searches pass chains and their settings (Optuna, `objective` against the loss of `metric`) for `model`;
+    writes the report and search.json under `out` (rerun with the same `out` to reuse every measured trial).
+    `max_loss` is a fraction (0.01 = one point); `data_keys` are those of `import_model` for the user's model.
+
+    Example:
+        outcome = optikit.api.search("digits-cnn", "reports/search", trials=8)
+        print(optikit.api.search_summary(outcome))
+    """
+    from optikit.matrix import ExecutorConfig
+    from optikit.search.study import SearchConfig
+    from optikit.search.study import search as _search
+
+    data_options(data, **data_keys)  # an unknown keyword is refused before any work
+    config = SearchConfig(model=str(model), max_loss=max_loss, metric=metric, objective=objective, trials=trials,
+                          batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})), threads=threads,
+                          seed=seed, data=str(data) if data else None, parallel=parallel,
+                          data_keys=tuple((k, v) for k, v in data_keys.items() if v))
+    config = replace(config, latency=replace(config.latency, min_seconds=min_seconds))
+    return _search(config, Path(out) if out else default_report_dir(), executor=ExecutorConfig(executor, address),
+                   echo=echo or (lambda s: None))
+
+
+def search_summary(outcome: SearchOutcome) -> str:
+    """A few lines for the terminal: the Pareto set, the best variant within the budget, the files written.
+
+    Example:
+        print(optikit.api.search_summary(optikit.api.search("digits-cnn", trials=4)))
+    """
+    from optikit.search.study import SearchConfig, summary
+
+    saved = outcome.results.settings["search"]["config"]
+    return summary(outcome, SearchConfig(max_loss=saved["max_loss"], objective=saved["objective"]))
