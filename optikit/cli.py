@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from optikit.errors import OptikitError
-from optikit.harness.latency import DEFAULT_MIN_SECONDS
+from optikit import api
+from optikit.errors import ConfigError, OptikitError
 
 EXIT_USAGE = 2
 
@@ -74,11 +75,8 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: cores, at most 8).")
 def demo(out: Path | None, threads: int | None) -> None:
     """Teach the embedded default (digits-cnn), export it to ONNX, quantize to int8, bench all three."""
-    from optikit import api
-    from optikit.report.table import print_table
-
     results, paths = api.demo(out, threads=threads)
-    print_table(results)
+    api.print_table(results)
     click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
 
 
@@ -90,9 +88,7 @@ def demo(out: Path | None, threads: int | None) -> None:
 @click.option("--force", is_flag=True, help="Retrain even if a cached teacher matches.")
 def teach(recipe: str, data: Path | None, text_cols: str | None, label_col: str | None, force: bool) -> None:
     """Train a teacher from a recipe name (`optikit teachers`) or a recipe .toml."""
-    from optikit.teach import teach as run_teach
-
-    variant = run_teach(recipe, data, text_cols=_split_cols(text_cols), label_col=label_col, force=force)
+    variant = api.teach(recipe, data, text_cols=_split_cols(text_cols), label_col=label_col, force=force)
     acc = variant.report.get("test_accuracy")
     click.echo(f"{variant.name} ({variant.format}) test accuracy {acc:.4f}" if acc is not None else variant.name)
     click.echo(str(variant.path))
@@ -105,8 +101,6 @@ def import_(model: str, data: Path | None, test_data: Path | None, split_col: st
             label_col: str | None, image_col: str | None, labels: str | None) -> None:
     """Import your own classifier (a Hugging Face save_pretrained folder, an .onnx file or folder, a cached hub id)
     as a baseline variant measured on your data; prints the variant's folder. Your files are only read."""
-    from optikit import api
-
     variant = api.import_model(model, data, **_data_keys(test_data, split_col, text_cols, label_col, image_col, labels))
     splits = variant.splits
     click.echo(f"{variant.name} ({variant.format}, {variant.task.kind}, {len(variant.task.label_names)} labels: "
@@ -128,8 +122,6 @@ def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, 
              labels: str | None, out: Path | None, threads: int | None) -> None:
     """Run a chain of passes on MODEL: your own model (Hugging Face folder, .onnx, cached hub id), a variant
     directory, or a teacher name (default: digits-cnn)."""
-    from optikit import api
-
     keys = _data_keys(test_data, split_col, text_cols, label_col, image_col, labels)
     produced = api.compress_chain(model, list(pass_specs), data=data, out=out, threads=threads, **keys)
     for v in produced:
@@ -139,6 +131,45 @@ def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, 
 
 EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not good enough
 
+# An option of `bench` applies to both forms (models, or one matrix) unless listed here; a listed option given to
+# the other form is refused in one line, never dropped.
+_BY_PATH = "bench the variants by path instead: optikit bench BASELINE VARIANT… "
+VARIANTS_ONLY = {
+    **{k: "in a matrix, set it on the [[teachers]] entry"
+       for k in ("test_data", "split_col", "text_cols", "label_col", "image_col", "labels")},
+    "suite": "a matrix's cells run the built-in suite for their task; " + _BY_PATH + "--suite …",
+    "slices": "a matrix's cells report the built-in slices; " + _BY_PATH + "--slice …",
+    "resamples": "a matrix's cells use the default; " + _BY_PATH + "--resamples …",
+    "seed": "a matrix's cells use the default; " + _BY_PATH + "--seed …",
+    "speedup_rounds": "a matrix's cells use the default; " + _BY_PATH + "--speedup-rounds …",
+    "pad_to": "a matrix's cells pad each batch to its longest text; " + _BY_PATH + "--pad-to …",
+    "no_isolate": "a matrix always runs each cell in its own process",
+}
+MATRIX_ONLY = ("gate", "resume", "executor", "address", "variant_names", "pass_names")
+
+
+def _given(ctx: click.Context) -> dict[str, str]:
+    """The options typed on the command line (a default is not a choice), by name → the flag as typed in help."""
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {p.name: p.opts[0] for p in ctx.command.params
+            if isinstance(p, click.Option) and p.name and ctx.get_parameter_source(p.name) in typed}
+
+
+def _check_bench_options(given: dict[str, str], matrix: bool, executor: str, out: Path | None) -> None:
+    """Refuses, in one line each, an option that the form of `bench` given would otherwise drop."""
+    for name, flag in given.items():
+        if matrix and name in VARIANTS_ONLY:
+            raise ConfigError(f"{flag} applies to models named on the command line, not a matrix: {VARIANTS_ONLY[name]}")
+        if not matrix and name in MATRIX_ONLY:
+            raise ConfigError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
+    for name in ("tracking_uri", "experiment"):
+        if name in given and "track" not in given:
+            raise ConfigError(f"{given[name]} needs --track mlflow")
+    if "address" in given and executor != "ray":
+        raise ConfigError("--address needs --executor ray")
+    if matrix and "resume" in given and out is None:
+        raise ConfigError("--resume needs the --out folder of the run to resume")
+
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, metavar="MATRIX.toml | MODEL...")
@@ -146,11 +177,15 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Repeatable; default 1 and 32.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
-              help=f"Timing per batch size (default {DEFAULT_MIN_SECONDS:g}).")
+              help=f"Timing per batch size (default {api.DEFAULT_MIN_SECONDS:g}).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed variant or matrix cell.")
 @click.option("--gate", is_flag=True, help="Matrix: exit 1 when a gate rule fails, naming each rule.")
 @click.option("--resume", is_flag=True, help="Matrix: rerun only cells without a finished record in --out.")
+@click.option("--variant", "variant_names", multiple=True, metavar="NAME",
+              help="Matrix: run only this named variant (repeatable; the baseline always runs).")
+@click.option("--pass", "pass_names", multiple=True, metavar="NAME",
+              help="Matrix: run only the variants whose chain uses this pass (repeatable; adds to --variant).")
 @data_options(matrix_note=True)
 @click.option("--suite", default="auto", show_default=True,
               help="Variants: behavioural suite: auto, none, a built-in name or a suite file.")
@@ -161,18 +196,20 @@ EXIT_GATE = 1  # a gate rule or a cell failed: the run worked, the result is not
 @click.option("--speedup-rounds", type=click.IntRange(min=2), default=20, show_default=True,
               help="Variants: interleaved baseline/variant rounds behind each speedup interval.")
 @click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
-@click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True)
+@click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True,
+              help="Timed calls per batch size, at least (a matrix: overrides its [latency] min_iterations).")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Time each variant's latency in N fresh processes and pool them (steadier figures; default 1).")
 @click.option("--no-isolate", is_flag=True, help="Variants: measure in this process (debugging; default one process each).")
 @click.option("--track", type=click.Choice(["mlflow"]), help="Log a run per variant, nested under one run (MLflow).")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
-@click.option("--experiment", default="optikit", show_default=True, help="MLflow experiment name.")
+@click.option("--tracking-uri", help="--track: MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
+@click.option("--experiment", default="optikit", show_default=True, help="--track: MLflow experiment name.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Matrix: run cells one after another here, or as Ray tasks.")
 @click.option("--address", help="Matrix, --executor ray: the cluster (e.g. auto or ray://head:10001).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
-          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool, data: Path | None,
+          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
+          variant_names: tuple[str, ...], pass_names: tuple[str, ...], data: Path | None,
           test_data: Path | None, split_col: str | None, text_cols: str | None, label_col: str | None,
           image_col: str | None, labels: str | None, suite: str, slices: tuple[str, ...], resamples: int, seed: int,
           speedup_rounds: int, pad_to: int | None,
@@ -181,73 +218,45 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     """Run a benchmark matrix (MATRIX.toml), or measure models and variants (the first is the baseline; your own
     model is imported on first use, with the data of the variants named beside it unless --data is given).
 
-    Writes results.json, results.csv, summary.md and report.html.
+    Writes results.json, results.csv, summary.md and report.html. An option that does not apply to the form given
+    is refused (exit 2), never ignored.
     """
-    from optikit import api
-    from optikit.matrix.executors import ExecutorConfig
-    from optikit.report.table import print_table
-    from optikit.tracking.mlflow import TrackingConfig
-
-    tracking = TrackingConfig(tracking_uri, experiment) if track else None
-    keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
-    if len(models) == 1 and models[0].endswith(".toml"):
-        for flag, used in (("--test-data", test_data), *((f"--{k.replace('_', '-')}", True) for k in keys)):
-            if used:
-                raise click.UsageError(f"{flag} applies to models named on the command line; in a matrix, set it on "
-                                       "the [[teachers]] entry")
-        _bench_matrix(Path(models[0]), out, threads, batch_sizes, min_seconds, device, fail_fast, gate, resume, data,
-                      ExecutorConfig(executor, address), tracking, processes)  # type: ignore[arg-type]
+    given = _given(click.get_current_context())
+    is_matrix = len(models) == 1 and models[0].endswith(".toml")
+    _check_bench_options(given, is_matrix, executor, out)
+    tracking: dict[str, Any] = {"track": track, "tracking_uri": tracking_uri, "experiment": experiment}
+    if is_matrix:
+        matrix = api.load_matrix(models[0], data=data, variants=variant_names, passes=pass_names, threads=threads,
+                                 batch_sizes=batch_sizes, min_seconds=min_seconds,
+                                 min_iterations=min_iterations if "min_iterations" in given else None,
+                                 processes=processes, device=device if "device" in given else None)
+        if variant_names or pass_names:
+            rules = ", ".join(r.name for r in matrix.gate) or "none"
+            click.echo(f"narrowed to {', '.join(v.name for v in matrix.variants)} (gate rules: {rules})", err=True)
+        outcome = api.bench_matrix(matrix, out, resume=resume, fail_fast=fail_fast, executor=executor,  # type: ignore[arg-type]
+                                   address=address, echo=lambda s: click.echo(s, err=True), **tracking)
+        _matrix_exit(outcome, fail_fast, gate)
         return
-    for flag, used in (("--gate", gate), ("--resume", resume), ("--executor ray", executor == "ray"),
-                       ("--address", address)):
-        if used:
-            raise click.UsageError(f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag} …")
+    keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
     # Resolved here (not inside api.bench) because tracking logs each variant's manifest.
     resolved = api.resolve_bench_models(list(models), data, test_data, keys)
     results = api.bench(resolved, test_data=test_data, threads=threads, batch_sizes=batch_sizes or (1, 32),
-                        min_seconds=DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
+                        min_seconds=api.DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
                         fail_fast=fail_fast, suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
                         isolate=not no_isolate, processes=processes or 1)
-    from optikit.report.outputs import write_outputs
-
     target = out or api.default_report_dir()
-    paths = write_outputs(results, target)
-    print_table(results)
+    paths = api.write_report(results, target)
+    api.print_table(results)
     click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
-    if tracking is not None:
-        from optikit.tracking.mlflow import track as track_run
-
-        where = {v.id: str(v.path) for v in resolved}
-        run_id = track_run({"run": results}, paths, target, config=tracking, run_name="bench",
-                           variant_paths={"run": {r.name: where.get(r.id) for r in results.variants}})
+    if track is not None:
+        run_id = api.track_bench(results, paths, target, variants=resolved, tracking_uri=tracking_uri,
+                                 experiment=experiment)
         click.echo(f"tracked as MLflow run {run_id}")
 
 
-def _bench_matrix(path: Path, out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
-                  min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
-                  data: Path | None, executor: Any = None, tracking: Any = None, processes: int | None = None) -> None:
-    from dataclasses import replace
-
-    from optikit import api
-    from optikit.matrix import bench_matrix, load_matrix, with_data
-
-    matrix = with_data(load_matrix(path), str(data) if data else None)
-    # Command-line settings override the file, so one matrix serves a quick local look and the full CI run.
-    if threads:
-        matrix = replace(matrix, threads=threads)
-    if batch_sizes:
-        matrix = replace(matrix, batch_sizes=tuple(batch_sizes))
-    if min_seconds is not None:
-        matrix = replace(matrix, latency=replace(matrix.latency, min_seconds=min_seconds))
-    if processes is not None:
-        matrix = replace(matrix, latency=replace(matrix.latency, processes=processes))
-    if device != "cpu":
-        matrix = replace(matrix, devices=(device,))
-    if resume and out is None:
-        raise click.UsageError("--resume needs the --out folder of the run to resume")
-    outcome = bench_matrix(matrix, out or api.default_report_dir(), resume=resume, fail_fast=fail_fast,
-                           echo=lambda s: click.echo(s, err=True), executor=executor, tracking=tracking)
+def _matrix_exit(outcome: Any, fail_fast: bool, gate: bool) -> None:
+    """The summary on stdout; exit 1 for a cell that stopped a --fail-fast run or a failed --gate rule."""
     click.echo(outcome.paths["md"].read_text(encoding="utf-8"))
     click.echo(f"wrote {outcome.run.out}")
     if fail_fast and outcome.failed_cells:
@@ -285,22 +294,12 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
            executor: str, address: str | None, parallel: int) -> None:
     """Search pass chains and settings (Optuna, latency or size vs loss) for MODEL; report the Pareto set and the
     best variant within --max-loss."""
-    from dataclasses import replace
-
-    from optikit import api
-    from optikit.matrix.executors import ExecutorConfig
-    from optikit.search.study import SearchConfig, summary
-    from optikit.search.study import search as run_search
-
-    config = SearchConfig(model=model, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
-                          trials=trials, batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})),
-                          threads=threads, seed=seed, data=str(data) if data else None, parallel=parallel,
-                          data_keys=tuple(_data_keys(test_data, split_col, text_cols, label_col, image_col,
-                                                     labels).items()))
-    config = replace(config, latency=replace(config.latency, min_seconds=min_seconds))
-    outcome = run_search(config, out or api.default_report_dir(), executor=ExecutorConfig(executor, address),  # type: ignore[arg-type]
-                         echo=lambda s: click.echo(s, err=True))
-    click.echo(summary(outcome, config))
+    outcome = api.search(model, out, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
+                         trials=trials, batch_size=batch_size, threads=threads, min_seconds=min_seconds, seed=seed,
+                         data=data, executor=executor, address=address, parallel=parallel,  # type: ignore[arg-type]
+                         echo=lambda s: click.echo(s, err=True),
+                         **_data_keys(test_data, split_col, text_cols, label_col, image_col, labels))
+    click.echo(api.search_summary(outcome))
 
 
 @cli.command()
@@ -312,14 +311,7 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
 @click.option("--budget", type=click.FloatRange(min=0), help="Macro-F1 loss budget in points for the verdict.")
 def report(results_path: Path, against: Path | None, out: Path | None, budget: float | None) -> None:
     """Re-render report.html and summary.md from a saved results.json (nothing is re-run)."""
-    from optikit.harness.results import Results
-    from optikit.report.outputs import write_outputs
-
-    results = Results.load(results_path)
-    old = Results.load(against) if against else None
-    target = out or results_path.parent
-    paths = write_outputs(results, target, against=old, against_name=str(against) if against else None,
-                          budget_points=budget, write_json=target.resolve() != results_path.parent.resolve())
+    paths = api.render_report(results_path, against=against, out=out, budget_points=budget)
     click.echo(paths["md"].read_text(encoding="utf-8"))
     click.echo(str(paths["html"]))
 
@@ -327,33 +319,24 @@ def report(results_path: Path, against: Path | None, out: Path | None, budget: f
 @cli.command(name="passes")
 def list_passes() -> None:
     """List registered passes with their options."""
-    from optikit.config import describe_options
-    from optikit.passes import passes
-
-    for name, cls in passes:
-        click.echo(f"{name}: {cls.summary}  [takes {', '.join(sorted(cls.accepts))}]")
-        for opt, kind, default in describe_options(cls.Config):
+    for p in api.list_passes():
+        click.echo(f"{p.name}: {p.summary}  [takes {', '.join(p.accepts)}]")
+        for opt, kind, default in p.options:
             click.echo(f"    {opt} ({kind}) = {default}")
-
-
-def _list_recipes(kind: Any) -> None:
-    from optikit.recipes import builtin_recipes, load_recipe
-
-    for name in sorted(builtin_recipes(kind)):
-        recipe = load_recipe(name, kind)
-        click.echo(f"{name}: {recipe.description}")
 
 
 @cli.command()
 def teachers() -> None:
     """List built-in teacher recipes."""
-    _list_recipes("teachers")
+    for name, description in api.list_recipes("teachers"):
+        click.echo(f"{name}: {description}")
 
 
 @cli.command()
 def students() -> None:
     """List built-in student recipes (for the distill pass)."""
-    _list_recipes("students")
+    for name, description in api.list_recipes("students"):
+        click.echo(f"{name}: {description}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -117,3 +117,20 @@ def test_bench_variant_paths_still_work(digits_teacher, tmp_path: Path) -> None:
     assert run_cli("bench", str(digits_teacher.path), "--out", str(out), "--batch-size", "1",
                    "--min-seconds", "0.05", "--threads", "1") == 0
     assert (out / "summary.md").is_file() and (out / "report.html").is_file()
+
+
+def test_a_narrowed_matrix_runs_only_the_variants_kept(two_cell_run: Path, digits_teacher, tmp_path: Path,
+                                                       capsys) -> None:
+    # A cell's key does not depend on the other variants, so --resume reuses the baseline and onnx cells of the
+    # shared run; the int8 variant left out never runs, and the gate rule about it goes with it.
+    import shutil
+
+    m = matrix_file(tmp_path / "wide.toml", digits_teacher.path,
+                    'onnx = ["export-onnx"]\nint8 = ["export-onnx", "quantize"]',
+                    gate='[[gate]]\nkind = "min-size-ratio"\nvariant = "int8"\nratio = 100')
+    out = tmp_path / "narrow"
+    shutil.copytree(two_cell_run / "cells", out / "cells")
+    assert run_cli("bench", str(m), "--out", str(out), "--resume", "--gate", "--variant", "onnx") == 0
+    assert "narrowed to baseline, onnx (gate rules: none)" in capsys.readouterr().err
+    assert [v["name"] for v in json.loads((out / "results.json").read_text())["variants"]] == ["baseline", "onnx"]
+    assert not list((out / "cells").rglob("int8.*"))
