@@ -79,13 +79,19 @@ def load_suite(spec: str, label_names: tuple[str, ...], data: Any = None, train_
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"suite file {path} is not valid TOML: {exc}") from None
-    head = doc.get("suite", {})
+    head, cases = doc.get("suite", {}), doc.get("case", [])
+    if not isinstance(head, dict) or not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise ConfigError(f"suite file {path}: [suite] must be a table and each case a [[case]] table "
+                          "(see optikit/suites/minilm-tags.toml)")
+    if not cases and "generate" not in doc:
+        raise ConfigError(f"suite file {path} holds no cases: add [[case]] tables (see "
+                          "optikit/suites/minilm-tags.toml) or a [generate] table for images, or drop --suite")
     name = str(head.get("name", path.stem))
     if "generate" in doc:
         if data is None or getattr(data, "kind", None) != "image":
             raise ConfigError(f"suite {name} generates image cases: bench it on image data")
         return _generated(name, str(path), doc["generate"], label_names, data, train_idx, test)
-    return _written(name, str(path), doc.get("case", []), label_names)
+    return _written(name, str(path), cases, label_names)
 
 
 def _label(value: Any, label_names: tuple[str, ...], where: str) -> int:

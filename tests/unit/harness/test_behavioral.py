@@ -164,3 +164,19 @@ def test_an_image_suite_with_an_unknown_prototypes_value_is_a_config_error(tmp_p
     path.write_text('[suite]\nname = "bad"\n[generate]\nprototypes = "sometimes"\n')
     with pytest.raises(ConfigError, match="prototypes must be true, false or \"auto\""):
         load_suite(str(path), data.label_names, data, splits.train, data.take(splits.test))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", r"holds no cases: add \[\[case\]\] tables"),
+    ("# only a comment\n", r"holds no cases: add \[\[case\]\] tables"),
+    ("[suite]\nname = \"empty\"\n", r"holds no cases: add \[\[case\]\] tables"),
+    ("suite = \"x\"\n[[case]]\nid = \"m\"\n", r"must be a table and each case a \[\[case\]\] table"),
+    ("case = 3\n", r"must be a table and each case a \[\[case\]\] table"),
+    ("case = [1, 2]\n", r"must be a table and each case a \[\[case\]\] table"),
+])
+def test_an_empty_or_misshapen_suite_file_is_one_config_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_suite(str(path), ("a", "b"))
+    assert "\n" not in str(caught.value)
