@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from optikit._io import write_text_atomic
+from optikit.harness import compare
 from optikit.harness.latency import headline_ms
 
 RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
@@ -41,6 +42,12 @@ class VariantResult:
     def latency_at(self, batch_size: int) -> dict[str, Any] | None:
         return next((row for row in self.latency if row["batch_size"] == batch_size), None)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VariantResult:
+        """A row of results.json or of a matrix cell's record; keys another harness version added are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 @dataclass
 class Results:
@@ -62,7 +69,7 @@ class Results:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Results:
-        return cls(variants=[VariantResult(**v) for v in d["variants"]], baseline_id=d["baseline_id"], task=d["task"],
+        return cls(variants=[VariantResult.from_dict(v) for v in d["variants"]], baseline_id=d["baseline_id"], task=d["task"],
                    environment=d["environment"], settings=d["settings"], schema=d.get("schema", RESULTS_SCHEMA))
 
     @classmethod
@@ -79,18 +86,21 @@ class Results:
                               "pass a results.json written by optikit bench") from None
 
     def to_frame(self) -> Any:
-        """One row per variant: the headline figures, with ratios against the baseline."""
+        """One row per variant: the headline figures, with ratios against the baseline (`optikit.harness.compare`).
+
+        `variant` is the display name (options added where siblings share a name); `speedup_b{N}` is the interleaved
+        ratio when measured, else the ratio of steady medians, and `speedup_source_b{N}` says which.
+        """
         import pandas as pd
 
         base = self.baseline
         rows = []
-        for v in self.variants:
-            row: dict[str, Any] = {"variant": v.name, "format": v.format, "status": v.status,
+        for v, name in zip(self.variants, compare.display_names(self.variants), strict=True):
+            row: dict[str, Any] = {"variant": name, "format": v.format, "status": v.status,
                                    "lineage": " → ".join(v.lineage) or "baseline"}
             if v.status == "ok":
                 row.update({
-                    "size_mb": v.size["bytes_on_disk"] / 1e6,
-                    "size_ratio": base.size["bytes_on_disk"] / v.size["bytes_on_disk"] if v.size.get("bytes_on_disk") else None,
+                    "size_mb": v.size["bytes_on_disk"] / 1e6, "size_ratio": compare.size_ratio(v, base),
                     "parameters": v.size["parameters"], "nonzero_parameters": v.size["nonzero_parameters"],
                     "accuracy": v.alignment["accuracy"], "f1_macro": v.alignment["f1_macro"],
                     "f1_weighted": v.alignment["f1_weighted"], "log_loss": v.capability["log_loss"],
@@ -100,56 +110,43 @@ class Results:
                     "suite_pass_rate": v.behavioral.get("pass_rate"),
                     "suite_regressions": len(v.behavioral["regressions"]) if v.behavioral else None,
                 })
-                for metric, d in v.significance.get("deltas", {}).items():
-                    row[f"{metric}_delta"] = d["delta"]
-                    row[f"{metric}_delta_significant"] = d["significant"]
-                for s in v.speedup:
-                    row[f"speedup_low_b{s['batch_size']}"] = s["low"]
-                    row[f"speedup_high_b{s['batch_size']}"] = s["high"]
+                for metric, d in compare.deltas(v, base).items():
+                    row[f"{metric}_delta"] = d.value
+                    row[f"{metric}_delta_significant"] = d.significant
+                paired = [s for lat in v.latency if (s := compare.speedup(v, base, lat["batch_size"]))]
+                for s in paired:
+                    if s.source == "interleaved":
+                        row[f"speedup_low_b{s.batch_size}"], row[f"speedup_high_b{s.batch_size}"] = s.low, s.high
                 for lat in v.latency:
                     b = lat["batch_size"]
-                    ref = base.latency_at(b)
+                    s = next((p for p in paired if p.batch_size == b), None)
                     row[f"ms_b{b}"] = headline_ms(lat)
                     row[f"p50_ms_b{b}"] = lat["p50_ms"]
                     row[f"p99_ms_b{b}"] = lat["p99_ms"]
                     row[f"throughput_b{b}"] = lat["throughput_per_s"]
-                    paired = next((s for s in v.speedup if s["batch_size"] == b), None)
-                    # The interleaved ratio when there is one: it is immune to drift between the two measurements.
-                    row[f"speedup_b{b}"] = (paired["ratio"] if paired else
-                                            headline_ms(ref) / headline_ms(lat) if ref and lat["p50_ms"] else None)
+                    row[f"speedup_b{b}"] = s.ratio if s else None
+                    row[f"speedup_source_b{b}"] = s.source if s else None
             else:
                 row["error"] = v.error
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def best(self, max_loss: float = 0.01, *, metric: str = "f1_macro", objective: str = "latency",
+    def best(self, max_loss: float = 0.01, *, metric: str = "f1_macro", objective: compare.Objective = "latency",
              batch_size: int | None = None) -> VariantResult | None:
         """The fastest (or smallest) measured variant, baseline included, that loses at most `max_loss` of `metric`.
 
         `max_loss` is a fraction of the metric, as in quantize's `max_loss` (0.01 = one point of macro-F1 or
-        accuracy); `metric` is "f1_macro" or "accuracy"; `objective` is "latency" (p50 at `batch_size`, default
-        the largest batch measured) or "size" (bytes on disk). None when the baseline was not measured.
+        accuracy); `metric` is "f1_macro" or "accuracy"; `objective` is "latency" (the speedup at `batch_size`,
+        default the largest batch measured), "size" (bytes on disk) or "throughput" (examples per second at each
+        variant's best batch size). A variant wins only with a real gain (see `optikit.harness.compare.best`, which
+        the report's verdict, the gate and the search also use); otherwise the baseline. None when the baseline
+        was not measured.
         """
         from optikit.config import require
 
-        require(metric in ("f1_macro", "accuracy"), f"metric must be f1_macro or accuracy, got {metric!r}")
-        require(objective in ("latency", "size"), f"objective must be latency or size, got {objective!r}")
         require(max_loss >= 0, f"max_loss must be ≥ 0, got {max_loss}")
-        base = next((v for v in self.variants if v.id == self.baseline_id and v.status == "ok" and v.alignment), None)
-        if base is None:
-            return None
-        batch = batch_size or max((lat["batch_size"] for lat in base.latency), default=None)
-
-        def cost(v: VariantResult) -> float:
-            if objective == "size":
-                return float(v.size.get("bytes_on_disk") or float("inf"))
-            lat = v.latency_at(batch) if batch is not None else None
-            return headline_ms(lat) if lat else float("inf")
-
-        # A small epsilon: the baseline's own metric read back through JSON must not exclude it.
-        within = [v for v in self.variants if v.status == "ok" and v.alignment
-                  and base.alignment[metric] - v.alignment[metric] <= max_loss + 1e-12]
-        return min(within, key=lambda v: (cost(v), v.size.get("bytes_on_disk") or 0), default=None)
+        choice = compare.best(self, objective, batch_size=batch_size, budget_points=max_loss * 100, metric=metric)
+        return choice.variant if choice else None
 
     def to_html(self, path: str | Path) -> Path:
         """The HTML report of these results (a convenience for the API; the report package renders it)."""

@@ -29,6 +29,7 @@ HEADLINE = ("accuracy", "f1_macro", "size_mb", "size_ratio", "agreement", "accur
 
 
 def headline_metrics(results: Results, prefix: str = "optikit") -> dict[str, float]:
+    """`to_frame`'s headline columns (its ratios come from `optikit.harness.compare`), keyed by display name."""
     frame = results.to_frame()
     out: dict[str, float] = {}
     for _, row in frame.iterrows():

@@ -8,8 +8,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from optikit.harness.compare import (
+    MIN_GAIN,
+    Choice,
+    baseline,
+    batch_sizes,
+    best,
+    delta,
+    display_names,
+    headline_batch,
+    interval_points,
+    ok,
+    size_phrase,
+    size_ratio,
+)
+from optikit.harness.compare import speedup as _speedup
 from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
+
+__all__ = ["Change", "Verdict", "base_of", "batch_sizes", "compare", "f1_delta_points", "f1_interval_points",
+           "headline_batch", "ok", "size_ratio", "speedup", "verdict"]
+
+base_of = baseline
 
 
 def field(v: VariantResult, name: str, default: Any = None) -> Any:
@@ -17,101 +37,88 @@ def field(v: VariantResult, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def ok(v: VariantResult) -> bool:
-    return v.status == "ok" and bool(v.alignment)
-
-
-def base_of(results: Results) -> VariantResult | None:
-    base = next((v for v in results.variants if v.id == results.baseline_id and v.is_baseline), None)
-    base = base or next((v for v in results.variants if v.id == results.baseline_id), None)
-    return base if base is not None and ok(base) else None
-
-
-def batch_sizes(results: Results) -> list[int]:
-    base = base_of(results)
-    sizes = {lat["batch_size"] for v in results.variants for lat in v.latency}
-    return sorted({lat["batch_size"] for lat in base.latency} if base else sizes)
-
-
-def headline_batch(results: Results) -> int | None:
-    sizes = batch_sizes(results)
-    return max(sizes) if sizes else None
-
-
 def f1_delta_points(v: VariantResult, base: VariantResult) -> float | None:
-    if not (ok(v) and ok(base)):
-        return None
-    return (v.alignment.get("f1_macro", 0.0) - base.alignment.get("f1_macro", 0.0)) * 100
+    d = delta(v, base, "f1_macro")
+    return None if d is None else d.points
 
 
 def f1_interval_points(v: VariantResult) -> tuple[float, float] | None:
     """The harness's paired-bootstrap interval of the macro-F1 delta, in points, when it measured one."""
-    d = field(v, "significance", {}).get("deltas", {}).get("f1_macro")
-    if not d or d.get("low") is None or d.get("high") is None:
-        return None
-    return d["low"] * 100, d["high"] * 100
+    return interval_points(v, "f1_macro")
 
 
 def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> tuple[float | None, float | None, float | None]:
-    """(ratio, low, high) of baseline / variant latency at `batch`; the interval only when the harness gave one."""
-    if batch is None or not ok(v):
-        return None, None, None
-    for row in field(v, "speedup", []):
-        if row.get("batch_size") == batch and row.get("ratio") is not None:
-            return row["ratio"], row.get("low"), row.get("high")
-    mine, ref = v.latency_at(batch), base.latency_at(batch)
-    if not mine or not ref or not mine.get("p50_ms"):
-        return None, None, None
-    return headline_ms(ref) / headline_ms(mine), None, None
-
-
-def size_ratio(v: VariantResult, base: VariantResult, key: str = "bytes_on_disk") -> float | None:
-    """How many times smaller `v` is: `bytes_on_disk` (the whole artifact) or `weight_bytes`."""
-    mine, ref = v.size.get(key), base.size.get(key)
-    return ref / mine if mine and ref else None
+    """(ratio, low, high) of `optikit.harness.compare.speedup`, for matrix/gate.py until it imports that module."""
+    s = _speedup(v, base, batch)
+    return (s.ratio, s.low, s.high) if s else (None, None, None)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    ship: str | None  # the variant to ship, or None: keep the baseline
+    """The one sentence a user acts on (`headline`), the figures behind it, and how sure it is.
+
+    `objective` is what the shipped variant was picked for ("latency" at `batch_size`, or "size"); None when the
+    baseline is kept.
+    """
+
+    ship: str | None  # the variant to ship (its display name), or None: keep the baseline
     headline: str
     reasons: tuple[str, ...]
     confidence: str
     budget_points: float
+    objective: str | None = None
+    batch_size: int | None = None
 
 
-def verdict(results: Results, budget_points: float = 1.0) -> Verdict:
-    """The fastest variant (then the smallest) whose macro-F1 loss stays within the budget and that gains something."""
-    base = base_of(results)
-    if base is None:
-        return Verdict(None, "No verdict: the baseline could not be measured.", (), "", budget_points)
-    batch = headline_batch(results)
-    candidates = []
+def _speed_words(choice: Choice) -> str:
+    s = choice.speedup
+    return s.phrase() if s is not None else f"speed not measured at batch {choice.batch_size}"
+
+
+def _why_not(results: Results, base: VariantResult, batch: int | None, budget_points: float) -> list[str]:
+    """For a kept baseline: each variant's reason, in one phrase."""
+    out = []
+    names = dict(zip(map(id, results.variants), display_names(results.variants), strict=True))
     for v in results.variants:
         if v is base or not ok(v):
             continue
-        delta = f1_delta_points(v, base) or 0.0
-        ratio = speedup(v, base, batch)[0] or 0.0
-        size = size_ratio(v, base) or 0.0
-        if delta >= -budget_points and (ratio > 1.05 or size > 1.05):
-            candidates.append((ratio, size, v))
-    if not candidates:
-        return Verdict(None, "Keep the baseline.", (f"no variant gains speed or size while losing at most "
-                                                    f"{budget_points:g} point(s) of macro-F1",), "", budget_points)
-    ratio, size, best = max(candidates, key=lambda c: (round(c[0], 2), c[1]))
-    delta = f1_delta_points(best, base) or 0.0
-    interval = f1_interval_points(best)
-    reasons = [f"{ratio:.2f}× faster (batch {batch})", f"{size:.2f}× smaller on disk",
-               f"macro-F1 {delta:+.2f} points" + (f" (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})" if interval else "")]
-    if interval is None:
-        confidence = "Not certain: no confidence interval was measured for the F1 delta (point estimate only)."
-    elif interval[0] >= -budget_points:
-        confidence = (f"Confident: the whole 95% interval of the F1 delta stays within the {budget_points:g}-point "
-                      "budget.")
+        d = delta(v, base)
+        s = _speedup(v, base, batch)
+        gains = f"{s.phrase() if s else 'speed not measured'}, {size_phrase(size_ratio(v, base))}"
+        if d is not None and -d.points > budget_points:
+            out.append(f"{names[id(v)]}: {gains}, but loses {-d.points:.2f} points of macro-F1")
+        else:
+            out.append(f"{names[id(v)]}: {gains}")
+    return out
+
+
+def verdict(results: Results, budget_points: float = 1.0) -> Verdict:
+    """Ship the fastest variant at the headline batch within the macro-F1 budget; when none is measurably faster,
+    the smallest (saying how much slower it is); else keep the baseline and say why.
+
+    The picks are `optikit.harness.compare.best`'s, the same as `Results.best`, the gate's and the search's.
+    """
+    base = baseline(results)
+    if base is None:
+        return Verdict(None, "No verdict: the baseline could not be measured.", (), "", budget_points)
+    batch = headline_batch(results)
+    speed = best(results, "latency", batch_size=batch, budget_points=budget_points)
+    size = best(results, "size", batch_size=batch, budget_points=budget_points)
+    assert speed is not None and size is not None  # the baseline was measured
+    if not speed.is_baseline:
+        choice, headline = speed, (f"Ship {speed.name} for speed: {_speed_words(speed)}, "
+                                   f"{size_phrase(speed.size_ratio)}.")
+    elif not size.is_baseline:
+        choice, headline = size, f"Ship {size.name} for size: {size_phrase(size.size_ratio)}, {_speed_words(size)}."
     else:
-        confidence = (f"Not certain: the 95% interval reaches {interval[0]:+.2f} points, past the "
-                      f"{budget_points:g}-point budget; measure on more data before shipping.")
-    return Verdict(best.name, f"Ship {best.name}.", tuple(reasons), confidence, budget_points)
+        why = _why_not(results, base, batch, budget_points)
+        return Verdict(None, f"Keep the baseline: no variant is faster at batch {batch} or at least {MIN_GAIN:g}× "
+                             f"smaller while losing at most {budget_points:g} point(s) of macro-F1.",
+                       tuple(why), "", budget_points)
+    reasons = [choice.speedup.detail()] if choice.speedup is not None else []
+    reasons.append(choice.budget.delta.phrase())
+    return Verdict(choice.name, headline, tuple(reasons), choice.budget.sentence(), budget_points,
+                   choice.objective, batch)
 
 
 @dataclass(frozen=True)
@@ -130,8 +137,8 @@ LATENCY_SAME = 0.05
 def compare(new: Results, old: Results) -> list[Change]:
     """What got better or worse per variant (by name) between two runs: macro-F1, latency per batch, size."""
     changes: list[Change] = []
-    old_by = {v.name: v for v in old.variants}
-    new_by = {v.name: v for v in new.variants}
+    old_by = dict(zip(display_names(old.variants), old.variants, strict=True))
+    new_by = dict(zip(display_names(new.variants), new.variants, strict=True))
     for name in new_by.keys() - old_by.keys():
         changes.append(Change(name, "variant", None, None, "added"))
     for name in old_by.keys() - new_by.keys():

@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from optikit.harness.compare import baseline, delta, display_names, headline_batch, ok, size_ratio, speedup
 from optikit.harness.results import Results
-from optikit.report.analysis import Change, base_of, f1_delta_points, headline_batch, ok, size_ratio, speedup, verdict
+from optikit.report.analysis import Change, verdict
 
 MAX_ERROR_CHARS = 160
 
@@ -28,20 +29,18 @@ def summary_markdown(groups: Mapping[str, Results], *, title: str = "optikit ben
         if v.confidence:
             lines.append(f"_{_md(v.confidence)}_")
         lines.append("")
-        base = base_of(results)
+        base = baseline(results)
         b = headline_batch(results)
         lines += [f"| variant | macro-F1 | ΔF1 pts | ×faster b{b} | ×smaller | status |", "|---|---:|---:|---:|---:|---|"]
-        for row in results.variants:
+        for row, name in zip(results.variants, display_names(results.variants), strict=True):
             if ok(row) and base is not None:
-                delta = f1_delta_points(row, base)
-                ratio = speedup(row, base, b)[0]
-                size = size_ratio(row, base)
-                lines.append(f"| {_md(row.name)} | {row.alignment['f1_macro'] * 100:.2f} | "
-                             f"{'—' if delta is None else f'{delta:+.2f}'} | "
-                             f"{'—' if ratio is None else f'{ratio:.2f}'} | {'—' if size is None else f'{size:.2f}'} | ok |")
+                d, s, size = delta(row, base), speedup(row, base, b), size_ratio(row, base)
+                lines.append(f"| {_md(name)} | {row.alignment['f1_macro'] * 100:.2f} | "
+                             f"{'—' if d is None else f'{d.points:+.2f}'} | "
+                             f"{'—' if s is None else f'{s.ratio:.2f}'} | {'—' if size is None else f'{size:.2f}'} | ok |")
             else:
                 err = _md((row.error or "not measured")[:MAX_ERROR_CHARS])
-                lines.append(f"| {_md(row.name)} | — | — | — | — | failed: {err} |")
+                lines.append(f"| {_md(name)} | — | — | — | — | failed: {err} |")
         lines.append("")
         lines += [f"> {_md(note)}" for note in results.task.get("notes", [])]
         if results.task.get("notes"):

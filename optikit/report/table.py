@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from optikit.harness.compare import display_names
 from optikit.harness.results import Results
 
 
@@ -37,6 +38,6 @@ def print_table(results: Results, console: Any = None) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    for v in results.variants:
+    for v, name in zip(results.variants, display_names(results.variants), strict=True):
         for note in v.notes:
-            console.print(f"[yellow]note[/yellow] {v.name}: {note}", highlight=False)
+            console.print(f"[yellow]note[/yellow] {name}: {note}", highlight=False)

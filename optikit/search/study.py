@@ -1,8 +1,9 @@
 """Multi-objective search over pass chains (Optuna): each trial is a matrix cell, cached by content like any other.
 
-Objectives: relative latency (variant p50 / baseline p50 from the cell's interleaved rounds, which is robust
-to the load of a shared machine) or relative size, against the loss of macro-F1 (or accuracy). The Pareto set and
-the best variant within the loss budget are reported, with the usual report files.
+Objectives: relative latency (1 / the speedup of `optikit.harness.compare`: the cell's interleaved rounds, which
+are robust to the load of a shared machine) or relative size, against the loss of macro-F1 (or accuracy). The
+Pareto set and the best variant within the loss budget (`compare.best`, as in the report's verdict and
+`Results.best`) are reported, with the usual report files.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from optikit.config import require
 from optikit.errors import MissingDependencyError
-from optikit.harness.latency import headline_ms
+from optikit.harness import compare
 from optikit.harness.results import Results, VariantResult
 from optikit.matrix.executors import ExecutorConfig
 from optikit.matrix.spec import BASELINE, LatencySpec, Matrix, TeacherSpec, VariantSpec, _step
@@ -86,17 +87,25 @@ def _cell_name(chain: list[str]) -> str:
 
 
 def _figures(record: dict[str, Any], config: SearchConfig) -> tuple[float, float]:
-    """(loss, cost) of a cell against the baseline measured in the same cell process."""
-    row, base = record["row"], record["baseline"]
-    loss = base["alignment"][config.metric] - row["alignment"][config.metric]
-    if config.objective == "size":
-        return loss, row["size"]["bytes_on_disk"] / base["size"]["bytes_on_disk"]
-    paired = next((s for s in row.get("speedup") or [] if s["batch_size"] == config.batch_size), None)
-    if paired and paired.get("ratio"):
-        return loss, 1.0 / paired["ratio"]
-    mine = next(r for r in row["latency"] if r["batch_size"] == config.batch_size)
-    ref = next(r for r in base["latency"] if r["batch_size"] == config.batch_size)
-    return loss, headline_ms(mine) / headline_ms(ref)
+    """(loss, cost) of a cell against the baseline measured in the same cell process; cost = 1 / the gain."""
+    row, base = VariantResult.from_dict(record["row"]), VariantResult.from_dict(record["baseline"])
+    d = compare.delta(row, base, config.metric)
+    if d is None:
+        raise ValueError(f"cell {record.get('variant')} has no {config.metric}")
+    gain = compare.size_ratio(row, base) if config.objective == "size" else \
+        getattr(compare.speedup(row, base, config.batch_size), "ratio", None)
+    if not gain:
+        raise ValueError(f"cell {record.get('variant')} has no {config.objective} at batch {config.batch_size}")
+    return -d.value, 1.0 / gain
+
+
+def _best(candidates: list[TrialOutcome], results: Results, config: SearchConfig) -> TrialOutcome | None:
+    """The trial whose cell `compare.best` picks: the teacher itself when nothing gains within the budget."""
+    choice = compare.best(results, config.objective, batch_size=config.batch_size,
+                          budget_points=config.max_loss * 100, metric=config.metric)
+    if choice is None:
+        return None
+    return next((t for t in candidates if t.variant == choice.variant.name and t.status == "ok"), None)
 
 
 def _matrix(config: SearchConfig, teacher: TeacherSpec, chains: dict[str, list[str]]) -> Matrix:
@@ -165,13 +174,12 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
     # The teacher itself is always a candidate: a search that finds nothing faster within budget says so.
     teacher_point = TrialOutcome(-1, (), {}, BASELINE, "ok", 0.0, 1.0) if BASELINE in records else None
     candidates = done + ([teacher_point] if teacher_point and not any(not t.chain for t in done) else [])
-    within = [t for t in candidates if t.status == "ok" and t.loss is not None and t.loss <= config.max_loss + 1e-12]
-    best = min(within, key=lambda t: (t.cost, len(t.chain)), default=None)  # type: ignore[arg-type,return-value]
     pareto = _pareto(candidates)
     matrix = _matrix(config, teacher, chains)
     ordered = [records[BASELINE]] if BASELINE in records else []
     ordered += [records[v.name] for v in matrix.variants if v.name != BASELINE and v.name in records]
     results = group_results(matrix, f"{teacher.label}@cpu", ordered)
+    best = _best(candidates, results, config)
     results.settings["search"] = {"config": asdict(config), "trials": [asdict(t) for t in done],
                                   "pareto": [t.variant for t in pareto], "best": best.variant if best else None}
     paths = write_outputs(results, out, title=f"optikit search {config.model}", budget_points=config.max_loss * 100)

@@ -10,6 +10,7 @@ from typing import Any
 
 from optikit.config import require
 from optikit.errors import ConfigError, MissingDependencyError
+from optikit.harness import compare
 from optikit.harness.results import Results, VariantResult
 
 # MLflow's own limits (3.x): keys up to 250 characters, param values up to 6000, 1000 metrics / 100 params a batch.
@@ -69,11 +70,15 @@ def flatten(value: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def variant_metrics(row: VariantResult) -> dict[str, float]:
+def variant_metrics(row: VariantResult, results: Results | None = None) -> dict[str, float]:
+    """Every figure of `row`, plus (given its `results`) the comparison against the baseline as `vs_baseline.*`:
+    the speedup per batch size, the size ratio and the metric deltas that the report and the gate state."""
     d = asdict(row)
     figures = {k: d[k] for k in ("latency", "tokenization_ms", "size", "alignment", "capability", "fidelity",
                                  "significance", "quadrant", "behavioral", "speedup", "diagnostics")}
     figures["peak_rss_mb"] = row.peak_rss_mb
+    if results is not None:
+        figures["vs_baseline"] = compare.headline_figures(results, row)
     return flatten(figures)
 
 
@@ -167,7 +172,7 @@ def track(groups: Mapping[str, Results], paths: Mapping[str, Path], out: Path, *
                                               "optikit.status": row.status, **(tags or {})})
                 manifest = _manifest(where.get(row.name))
                 _log(client, run.info.run_id, variant_params(row, manifest, {"group": group}),
-                     variant_metrics(row) if row.status == "ok" else {})
+                     variant_metrics(row, results) if row.status == "ok" else {})
                 if row.error:
                     client.set_tag(run.info.run_id, "optikit.error", row.error[:5000])
                 if manifest is not None:

@@ -9,15 +9,39 @@ from optikit.report.analysis import compare, verdict
 from optikit.report.html import render_html, script_json
 from optikit.report.outputs import write_outputs
 from optikit.report.summary import summary_markdown
-from tests.unit.report.fake import HOSTILE, fake_results
+from tests.unit.report.fake import HOSTILE, fake_results, ten_variants
 
 
 def test_verdict_ships_the_faster_variant_within_budget_and_says_how_sure() -> None:
     v = verdict(fake_results(), 1.0)
-    assert v.ship == "int8" and v.headline == "Ship int8."
-    assert any("faster" in r for r in v.reasons) and any("4.00× smaller" in r for r in v.reasons)
+    assert v.ship == "int8" and (v.objective, v.batch_size) == ("latency", 32)
+    assert v.headline == "Ship int8 for speed: 2.00× faster at batch 32, 4.00× smaller."
+    assert v.reasons[0] == "speedup 2.00× at batch 32 (ratio of steady medians, no interval)"
     assert any("95% CI -0.80 to +0.20" in r for r in v.reasons)
     assert v.confidence.startswith("Confident")
+
+
+def test_verdict_never_calls_a_slower_variant_faster() -> None:
+    # The case a new user met: int8 is 4× smaller and ~4× slower; the summary read "Ship int8. 0.23× faster".
+    res = fake_results(int8_p50=4.35)
+    res.variants[1].speedup = [{"batch_size": b, "ratio": 0.23, "low": 0.21, "high": 0.25} for b in (1, 32)]
+    v = verdict(res, 1.0)
+    assert v.ship == "int8" and v.objective == "size"
+    assert v.headline == "Ship int8 for size: 4.00× smaller, 4.35× slower at batch 32."
+    md = summary_markdown({"run": res})
+    page = render_html(res)
+    for text in (md, page, v.headline, *v.reasons):
+        assert not re.search(r"0\.\d+× faster", text) and "Ship int8." not in text
+    assert f"**{v.headline}**" in md and v.headline in page
+
+
+def test_verdict_names_no_speed_claim_whose_interval_holds_one() -> None:
+    res = fake_results(int8_p50=0.9)
+    res.variants[1].size = {**res.variants[1].size, "bytes_on_disk": 3_990_000}
+    res.variants[1].speedup = [{"batch_size": b, "ratio": 1.3, "low": 0.97, "high": 1.6} for b in (1, 32)]
+    keep = verdict(res, 1.0)
+    assert keep.ship is None and keep.headline.startswith("Keep the baseline: no variant is faster at batch 32")
+    assert keep.reasons == ("int8: no measurable speed difference at batch 32, 1.00× smaller",)
 
 
 def test_verdict_is_not_certain_when_the_interval_crosses_the_budget() -> None:
@@ -28,9 +52,12 @@ def test_verdict_is_not_certain_when_the_interval_crosses_the_budget() -> None:
 
 def test_verdict_keeps_the_baseline_when_nothing_qualifies() -> None:
     assert verdict(fake_results(int8_f1=0.85), 1.0).ship is None  # loses 5 points
-    assert verdict(fake_results(int8_p50=1.0), 1.0).ship == "int8"  # still 4× smaller
+    small = verdict(fake_results(int8_p50=1.0), 1.0)  # as fast, still 4× smaller
+    assert small.ship == "int8" and small.headline == \
+        "Ship int8 for size: 4.00× smaller, no measurable speed difference at batch 32."
     keep = verdict(fake_results(int8_f1=0.85), 1.0)
-    assert keep.headline == "Keep the baseline." and "1 point" in keep.reasons[0]
+    assert keep.headline.startswith("Keep the baseline:") and "1 point(s) of macro-F1" in keep.headline
+    assert keep.reasons == ("int8: 2.00× faster at batch 32, 4.00× smaller, but loses 5.00 points of macro-F1",)
 
 
 def test_report_escapes_every_string_from_data() -> None:
@@ -55,7 +82,7 @@ def test_report_is_self_contained_and_has_every_section() -> None:
     assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
     for fig in ("latency", "size", "quadrant", "per-class", "per-slice"):
         assert f'id="chart-{fig}"' in page
-    for heading in ("Fidelity", "Behavioural suite", "Lineage", "Environment", "Ship int8."):
+    for heading in ("Fidelity", "Behavioural suite", "Lineage", "Environment", "Ship int8 for speed"):
         assert heading in page
     assert page.count('class="variant-row') == 3
     assert "inv-1" in page and "PassError: boom" in page
@@ -64,7 +91,7 @@ def test_report_is_self_contained_and_has_every_section() -> None:
 def test_summary_markdown_fits_a_pr_comment() -> None:
     md = summary_markdown({"run": fake_results()}, gate=[{"rule": "no-failures", "passed": False,
                                                           "detail": "broken failed (PassError: a|b)"}])
-    assert "**Ship int8.**" in md and "| int8 | 89.50 | -0.50 |" in md
+    assert "**Ship int8 for speed: 2.00× faster at batch 32, 4.00× smaller.**" in md and "| int8 | 89.50 | -0.50 |" in md
     assert "| broken | — | — | — | — | failed: PassError: boom |" in md
     assert "**Gate: FAILED** (0/1 rules hold)" in md and "a\\|b" in md
     assert len(md.splitlines()) < 30
@@ -84,3 +111,32 @@ def test_write_outputs_with_against_adds_the_changes(tmp_path: Path) -> None:
     assert "Changes against old.json" in paths["html"].read_text()
     assert "**Against old.json**: 1 worse" in paths["md"].read_text()
     assert "broken" in paths["csv"].read_text()
+
+
+def test_tables_and_report_show_the_names_that_tell_siblings_apart() -> None:
+    res = ten_variants()
+    md = summary_markdown({"run": res})
+    page = render_html(res)
+    frame = res.to_frame()
+    for mode in ("static", "dynamic", "weight-only"):
+        name = f"digits-cnn+export-onnx+quantize:mode={mode}"
+        assert f"| {name} |" in md and name in page and name in set(frame["variant"])
+
+
+def test_results_written_before_the_newer_fields_still_load_and_render(tmp_path: Path) -> None:
+    # A schema-1 file: no significance, quadrant, behavioural, speedup, peak RSS or diagnostics on any row.
+    data = fake_results().to_dict()
+    data["schema"] = 1
+    for row in data["variants"]:
+        for key in ("significance", "quadrant", "behavioral", "speedup", "peak_rss_mb", "diagnostics"):
+            row.pop(key, None)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    from optikit.harness.results import Results
+
+    old = Results.load(path)
+    v = verdict(old, 1.0)
+    assert v.ship == "int8" and "point estimate only" in v.confidence
+    assert "Ship int8 for speed" in render_html(old) and "| int8 | 89.50 | -0.50 | 2.00 | 4.00 | ok |" in \
+        summary_markdown({"run": old})
+    assert old.to_frame().loc[1, "speedup_source_b32"] == "medians"
