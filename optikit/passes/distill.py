@@ -22,6 +22,7 @@ from optikit.models import (
     save_module,
     torch_forward,
 )
+from optikit.passes._training import DistillationOptions, DistillLoss
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.recipes import Recipe, builtin_recipes, load_recipe
 from optikit.training import TrainConfig, evaluate_loss, fit, seed_everything
@@ -148,23 +149,6 @@ def _width(m: Any) -> int:
     return int(getattr(m, "out_channels", None) or getattr(m, "out_features", 0))
 
 
-class _Capture:
-    """Forward hooks that keep the latest output of each watched module (the hidden states the loss compares)."""
-
-    def __init__(self, modules: list[Any]) -> None:
-        self.outputs: list[Any] = [None] * len(modules)
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
-
-    def _hook(self, index: int) -> Any:
-        def keep(_module: Any, _inputs: Any, output: Any) -> None:
-            self.outputs[index] = output[0] if isinstance(output, tuple) else output
-        return keep
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 def teacher_logits(teacher: nn.Module, data: Dataset, encoder: Encoder) -> torch.Tensor:
     """The teacher's logits for every example, in order: computed once, since the training split is fixed."""
     import torch
@@ -176,82 +160,25 @@ def teacher_logits(teacher: nn.Module, data: Dataset, encoder: Encoder) -> torch
     return torch.cat(out).float()
 
 
-class DistillLoss:
-    """α·T²·KL(teacher ‖ student) + (1 − α)·CE + hidden_weight·MSE(hidden states), for `training.fit`.
-
-    Teacher logits come from `cache` (by training-example index) unless the teacher must see the batch itself:
-    when inputs are augmented or hidden states are compared.
-    """
-
-    def __init__(self, teacher: nn.Module, config: DistillConfig, cache: torch.Tensor | None,
-                 pairs: list[tuple[Any, Any]]) -> None:
-        self.teacher, self.config, self.cache = teacher, config, cache
-        self.student_hidden = _Capture([s for s, _ in pairs]) if pairs else None
-        self.teacher_hidden = _Capture([t for _, t in pairs]) if pairs else None
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, feeds: dict[str, Any],
-                 indices: np.ndarray) -> torch.Tensor:
-        import torch
-        import torch.nn.functional as F
-
-        c = self.config
-        if self.cache is not None and self.teacher_hidden is None:
-            target = self.cache[torch.from_numpy(np.asarray(indices))]
-        else:
-            with torch.no_grad():
-                target = torch_forward(self.teacher, feeds).float()
-        t = c.temperature
-        soft = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(target / t, -1), log_target=True,
-                        reduction="batchmean") * t * t
-        loss = c.alpha * soft + (1 - c.alpha) * F.cross_entropy(logits, labels)
-        if self.student_hidden is not None and self.teacher_hidden is not None:
-            mask = feeds.get("attention_mask")
-            terms = [_masked_mse(s, h, mask) for s, h in zip(self.student_hidden.outputs, self.teacher_hidden.outputs,
-                                                             strict=True)]
-            loss = loss + c.hidden_weight * torch.stack(terms).mean()
-        return loss
-
-    def close(self) -> None:
-        for capture in (self.student_hidden, self.teacher_hidden):
-            if capture is not None:
-                capture.close()
-
-
-def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over real tokens only: padding positions carry no meaning to imitate."""
-    if student.shape != teacher.shape:
-        raise ConfigError(f"hidden states differ in shape ({tuple(student.shape)} vs {tuple(teacher.shape)}): "
-                          "set distill:hidden_weight=0 for this student")
-    if mask is None or student.dim() != 3:
-        return ((student - teacher.detach()) ** 2).mean()
-    weights = mask.to(student.dtype).unsqueeze(-1)
-    return (((student - teacher.detach()) ** 2) * weights).sum() / (weights.sum() * student.shape[-1]).clamp_min(1)
-
-
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(DistillationOptions):
+    """learning_rate, batch_size (None: the student recipe's [train] values), temperature and alpha: see
+    DistillationOptions, shared with prune-structured's recovery."""
+
     student: str = "auto"  # a name from `optikit students`, a recipe path, or auto (see Distill)
-    temperature: float = 4.0  # softens both distributions so the teacher's ranking of wrong classes shows
-    alpha: float = 0.7  # weight of the teacher's soft targets; 1 − alpha goes to the true labels
     hidden_weight: float = 0.0  # weight of the hidden-state MSE (layers of equal width only)
-    epochs: int | None = None  # None: the student recipe's [train] value (likewise below)
-    learning_rate: float | None = None
-    batch_size: int | None = None
+    epochs: int | None = None  # None: the student recipe's [train] value (likewise patience)
     patience: int | None = None  # early stopping on validation loss (0 = off)
     seed: int = 0
     # The resolved student recipe(s), set on construction: recorded in the lineage and part of the variant id,
     # so editing a recipe file never reuses a student trained from the old one.
     recipes: dict[str, Any] = field(init=False, default_factory=dict, repr=False)
 
+    min_epochs: ClassVar[int] = 1
+
     def __post_init__(self) -> None:
-        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        require(0 <= self.alpha <= 1, f"alpha must be in [0, 1] (the share of the loss on the teacher's soft "
-                                      f"targets), got {self.alpha}: e.g. distill:alpha=0.5")
+        super().__post_init__()
         require(self.hidden_weight >= 0, f"hidden_weight must be ≥ 0, got {self.hidden_weight}")
-        require(self.epochs is None or self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs}")
-        require(self.learning_rate is None or self.learning_rate > 0,
-                f"learning_rate must be > 0, got {self.learning_rate}")
-        require(self.batch_size is None or self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
         require(self.patience is None or self.patience >= 0, f"patience must be ≥ 0, got {self.patience}")
         require(self.student == "auto" or bool(self.student.strip()), "student must be a name from `optikit "
                 f"students` ({', '.join(sorted(builtin_recipes('students')))}) or a recipe path")
@@ -259,14 +186,11 @@ class DistillConfig:
         names = AUTO_STUDENTS if self.student == "auto" else {"student": self.student}
         object.__setattr__(self, "recipes", {key: load_student(name)[0].to_dict() for key, name in names.items()})
 
-    def train_config(self, recipe: Recipe, kind: str) -> TrainConfig:
+    def student_train_config(self, recipe: Recipe, kind: str) -> TrainConfig:
         base = recipe.train
-        return TrainConfig(
-            epochs=self.epochs or base.epochs, learning_rate=self.learning_rate or base.learning_rate,
-            batch_size=self.batch_size or base.batch_size, weight_decay=base.weight_decay,
-            warmup_ratio=base.warmup_ratio, seed=self.seed,
-            patience=base.patience if self.patience is None else self.patience,
-            shift_augment=base.shift_augment if kind == "image" else 0)
+        return self.train_config(base, self.epochs or base.epochs, self.seed,
+                                 patience=base.patience if self.patience is None else self.patience,
+                                 shift_augment=base.shift_augment if kind == "image" else 0)
 
 
 class Distill(Pass):
@@ -390,10 +314,10 @@ class Distill(Pass):
         for p in student.parameters():
             p.requires_grad_(True)
         pairs = self.hidden_pairs(student, teacher, keep, recipe.name) if c.hidden_weight > 0 else []
-        train_config = c.train_config(recipe, variant.task.kind)
+        train_config = c.student_train_config(recipe, variant.task.kind)
         # Augmented inputs or hidden states need the teacher on each batch; otherwise its logits never change.
         cache = teacher_logits(teacher, train, encoder) if not (train_config.shift_augment or pairs) else None
-        loss = DistillLoss(teacher, c, cache, pairs)
+        loss = DistillLoss(teacher, c.temperature, c.alpha, cache=cache, hidden_weight=c.hidden_weight, pairs=pairs)
         try:
             history = fit(student, train, encoder, train_config, validation=validation, loss_fn=loss,
                           desc=f"distill {recipe.name}")

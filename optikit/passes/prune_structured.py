@@ -20,6 +20,7 @@ from optikit.models import (
     save_module,
     torch_forward,
 )
+from optikit.passes._training import DistillationOptions, DistillLoss, format_defaults
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Format, Variant
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 TARGETS = ("heads", "ffn")
-DEFAULT_LEARNING_RATE = {"torch": 1e-3, "hf": 5e-5}
 # Architectures whose pruned shape can be written back into a rebuildable description (kwargs or a config.json).
 REBUILDABLE_ARCHITECTURES = ("digits-cnn", "image-cnn")
 REBUILDABLE_HF_TYPES = ("bert",)
@@ -41,29 +41,27 @@ RELOAD_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
-class StructuredPruneConfig:
+class StructuredPruneConfig(DistillationOptions):
+    """learning_rate, batch_size, temperature and alpha (recover=distill only): see DistillationOptions."""
+
     amount: float = 0.5  # share of channels (CNN) or of heads and FFN neurons (BERT) removed
     importance: Literal["l1", "l2", "taylor", "random"] = "l2"
     scope: Literal["uniform", "global"] = "uniform"  # global ranks across layers (BERT: heads only, see below)
     targets: tuple[str, ...] = TARGETS  # hf only: what to prune, heads and/or ffn
     recover: Literal["none", "finetune", "distill"] = "none"
     recover_epochs: int = 2
-    learning_rate: float | None = None  # None: 1e-3 for torch models, 5e-5 for hf
     batch_size: int = 32
-    temperature: float = 2.0  # distill only
-    alpha: float = 0.5  # distill only: weight of the KL term; 1 - alpha goes to the labels
+    temperature: float = 2.0
+    alpha: float = 0.5
     taylor_batches: int = 4  # taylor only: training batches whose gradients score the weights
 
+    epochs_option: ClassVar[str] = "recover_epochs"
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(0 < self.amount < 1, f"amount must be in (0, 1), got {self.amount}")
         require(bool(self.targets) and set(self.targets) <= set(TARGETS),
                 f"targets must be some of {', '.join(TARGETS)}, got {','.join(self.targets) or 'nothing'}")
-        require(self.recover_epochs >= 0, f"recover_epochs must be ≥ 0, got {self.recover_epochs}")
-        require(self.learning_rate is None or self.learning_rate > 0,
-                f"learning_rate must be > 0, got {self.learning_rate}")
-        require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
-        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        require(0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
         require(self.taylor_batches >= 1, f"taylor_batches must be ≥ 1, got {self.taylor_batches}")
 
 
@@ -77,27 +75,6 @@ def make_importance(name: str) -> Any:
     if name == "taylor":
         return tp.importance.GroupTaylorImportance()
     return tp.importance.RandomImportance()
-
-
-def distill_loss(teacher: nn.Module, temperature: float, alpha: float) -> Any:
-    """A `fit` loss: alpha · T² · KL(teacher ‖ student) at temperature T plus (1 - alpha) · cross-entropy.
-
-    The teacher's logits are computed on the same (possibly augmented) batch the student sees, so no cache can
-    drift out of step with the training order.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    teacher.eval()
-
-    def loss(logits: torch.Tensor, labels: torch.Tensor, feeds: dict[str, Any], _idx: Any) -> torch.Tensor:
-        with torch.no_grad():
-            target = torch_forward(teacher, feeds)
-        kl = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(target / temperature, -1),
-                      reduction="batchmean", log_target=True) * temperature ** 2
-        return alpha * kl + (1 - alpha) * F.cross_entropy(logits, labels)
-
-    return loss
 
 
 def accumulate_gradients(module: nn.Module, variant: Variant, ctx: PassContext, encoder: Encoder,
@@ -361,14 +338,13 @@ class StructuredPrune(Pass):
 
     def _recover(self, module: nn.Module, parent: nn.Module, variant: Variant, ctx: PassContext,
                  encoder: Encoder) -> list[dict[str, float]]:
-        from optikit.training import TrainConfig, fit
+        from optikit.training import fit
 
         c = self.config
         if c.recover == "none" or c.recover_epochs == 0:
             return []
-        train_config = TrainConfig(epochs=c.recover_epochs, batch_size=c.batch_size, seed=ctx.seed,
-                                   learning_rate=c.learning_rate or DEFAULT_LEARNING_RATE[variant.format])
-        loss_fn = distill_loss(parent, c.temperature, c.alpha) if c.recover == "distill" else None
+        train_config = c.train_config(format_defaults(variant.format), c.recover_epochs, ctx.seed)
+        loss_fn = DistillLoss(parent, c.temperature, c.alpha) if c.recover == "distill" else None
         return fit(module, ctx.split(variant, "train"), encoder, train_config,
                    validation=ctx.split(variant, "validation"), loss_fn=loss_fn, desc=f"{self.name} {c.recover}")
 

@@ -9,35 +9,35 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from optikit.config import require
 from optikit.errors import ConfigError
 from optikit.models import Encoder, count_parameters, load_module, save_module
+from optikit.passes._training import TrainingOptions, format_defaults
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Variant
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-DEFAULT_LEARNING_RATE = {"torch": 1e-3, "hf": 5e-5}
 SPEED_NOTE = ("zeroed weights are still stored and multiplied: dense kernels are not faster with zeros. The gain is "
               "in compressed bytes (zeros deflate well); use prune-structured for a smaller, faster model.")
 
 
 @dataclass(frozen=True)
-class UnstructuredPruneConfig:
+class UnstructuredPruneConfig(TrainingOptions):
+    """learning_rate and batch_size (fine-tuning only): see TrainingOptions."""
+
     amount: float = 0.5  # share of the selected weights set to zero
     scope: Literal["global", "layer"] = "global"  # global: one threshold over all selected layers
     include: tuple[str, ...] = ("*",)  # module-name globs (fnmatch) of the Linear / Conv layers to prune
     exclude: tuple[str, ...] = ()
     prune_head: bool = False  # the classifier head (hf `classifier*`, torch: the last Linear) stays dense unless set
     finetune_epochs: int = 0  # training with the masks in place, on the train split
-    learning_rate: float | None = None  # None: 1e-3 for torch models, 5e-5 for hf
     batch_size: int = 32
 
+    epochs_option: ClassVar[str] = "finetune_epochs"
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(0 < self.amount < 1, f"amount must be in (0, 1), got {self.amount}")
         require(bool(self.include), "include must name at least one module pattern, e.g. include=*")
-        require(self.finetune_epochs >= 0, f"finetune_epochs must be ≥ 0, got {self.finetune_epochs}")
-        require(self.learning_rate is None or self.learning_rate > 0,
-                f"learning_rate must be > 0, got {self.learning_rate}")
-        require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
 
 
 def head_names(module: nn.Module, variant_format: str) -> set[str]:
@@ -100,7 +100,7 @@ class UnstructuredPrune(Pass):
     def apply(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
         import torch.nn.utils.prune as prune
 
-        from optikit.training import TrainConfig, evaluate_loss, fit
+        from optikit.training import evaluate_loss, fit
 
         c = self.config
         module = load_module(variant)
@@ -117,8 +117,7 @@ class UnstructuredPrune(Pass):
         accuracy_pruned = evaluate_loss(module, validation, encoder)[1]
         history: list[dict[str, float]] = []
         if c.finetune_epochs:
-            train_config = TrainConfig(epochs=c.finetune_epochs, batch_size=c.batch_size, seed=ctx.seed,
-                                       learning_rate=c.learning_rate or DEFAULT_LEARNING_RATE[variant.format])
+            train_config = c.train_config(format_defaults(variant.format), c.finetune_epochs, ctx.seed)
             history = fit(module, ctx.split(variant, "train"), encoder, train_config, validation=validation,
                           desc=f"{self.name} finetune")
         for m in layers.values():
