@@ -119,7 +119,11 @@ def build_config(cls: type[C], options: Mapping[str, Any], owner: str) -> C:
 
 
 def describe_options(cls: type) -> list[tuple[str, str, str]]:
-    """(name, type, default) for each option, for `optikit passes`."""
+    """(name, type, default) for each option, for `optikit passes`; a config that picks a strategy's own config
+    (quantize's backends) describes its options itself."""
+    own = getattr(cls, "describe_options", None)
+    if callable(own):
+        return list(own())
     hints = _resolve_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):

@@ -2,25 +2,15 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 from typing import Any
 
+from optikit.cpu import cpu_features
 from optikit.variant import library_versions
-
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
 
 
 def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"model": model, "machine": platform.machine(), "int8_flags": {f: f in flags for f in INT8_FLAGS}}
+    cpu = cpu_features()
+    return {"model": cpu.model, "machine": cpu.machine, "int8_flags": cpu.int8_flags()}
 
 
 def gpu_info(device: str) -> dict[str, Any]:

@@ -27,23 +27,49 @@ def alignment(labels: np.ndarray, preds: np.ndarray, label_names: tuple[str, ...
     return out
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+ECE_BINS = 10
+
+
+def confidence_bins(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Each example's equal-width confidence bin: (low, high], the first closed at 0, so 1.0 lands in the last."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+
+
+def resampled_ece(bin_of: np.ndarray, correct: np.ndarray, confidence: np.ndarray, idx: np.ndarray,
+                  bins: int = ECE_BINS) -> np.ndarray:
+    """The ECE of each row of `idx` (resamples × example indices): Σ_bins |Σ correct − Σ confidence| / n, which is
+    Σ_bins count/n · |accuracy − confidence|."""
+    rows, n = idx.shape
+    keys = (np.arange(rows)[:, None] * bins + bin_of[idx]).ravel()
+    acc = np.bincount(keys, weights=correct[idx].ravel(), minlength=rows * bins).reshape(rows, bins)
+    conf = np.bincount(keys, weights=confidence[idx].ravel(), minlength=rows * bins).reshape(rows, bins)
+    return np.abs(acc - conf).sum(1) / n
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
+                               bins: int = ECE_BINS) -> tuple[float, list[dict[str, float]]]:
     """ECE over equal-width confidence bins, and the bins themselves (for a reliability diagram)."""
     confidence = probs.max(axis=-1)
     correct = (probs.argmax(axis=-1) == labels).astype(float)
+    bin_of = confidence_bins(confidence, bins)
+    ece = float(resampled_ece(bin_of, correct, confidence, np.arange(len(labels))[None, :], bins)[0])
     edges = np.linspace(0.0, 1.0, bins + 1)
-    ece, table = 0.0, []
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        # Left-open bins, except the first, so a confidence of exactly 1.0 lands in the last bin.
-        mask = (confidence > low) & (confidence <= high) if low > 0 else (confidence >= low) & (confidence <= high)
+    table = []
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        mask = bin_of == i
         count = int(mask.sum())
-        if count:
-            acc, conf = float(correct[mask].mean()), float(confidence[mask].mean())
-            ece += count / len(labels) * abs(acc - conf)
-        else:
-            acc = conf = 0.0
+        acc, conf = (float(correct[mask].mean()), float(confidence[mask].mean())) if count else (0.0, 0.0)
         table.append({"low": float(low), "high": float(high), "count": count, "accuracy": acc, "confidence": conf})
-    return float(ece), table
+    return ece, table
+
+
+def mean_kl(base_probs: np.ndarray, probs: np.ndarray) -> float:
+    """KL(baseline ‖ variant) averaged over examples, probabilities clipped at 1e-12 (fidelity, and quantize's
+    sensitivity of a node)."""
+    p = np.clip(base_probs, 1e-12, 1.0)
+    q = np.clip(probs, 1e-12, 1.0)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
 def capability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -67,14 +93,12 @@ def fidelity(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray, text
     """Agreement with the baseline, flips (counts, matrix, the examples themselves) and mean KL(baseline ‖ variant)."""
     base_pred, pred = base_probs.argmax(-1), probs.argmax(-1)
     base_ok, ok = base_pred == labels, pred == labels
-    p = np.clip(base_probs, 1e-12, 1.0)
-    q = np.clip(probs, 1e-12, 1.0)
     k = base_probs.shape[1]
     matrix = np.bincount(base_pred * k + pred, minlength=k * k).reshape(k, k)
     return {"agreement": float(np.mean(base_pred == pred)),
             "flips_right_to_wrong": int(np.sum(base_ok & ~ok)),
             "flips_wrong_to_right": int(np.sum(~base_ok & ok)),
-            "kl_mean": float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))),
+            "kl_mean": mean_kl(base_probs, probs),
             "flip_matrix": matrix.tolist(),  # rows: baseline prediction, columns: variant prediction
             "flipped": flipped_examples(labels, base_pred, pred, texts, max_flipped)}
 

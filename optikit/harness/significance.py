@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from optikit.config import require
+from optikit.harness.metrics import confidence_bins, resampled_ece
 
 METRICS = ("accuracy", "f1_macro", "f1_weighted", "log_loss", "brier", "ece")
-ECE_BINS = 10
 _CHUNK = 256  # resamples evaluated at once: bounds memory at _CHUNK × n indices
 
 
@@ -43,9 +43,7 @@ class _PerExample:
         preds = probs.argmax(-1)
         onehot = np.eye(probs.shape[1])[labels]
         confidence = probs.max(-1)
-        # Same binning as metrics.expected_calibration_error: (low, high], the first bin closed at 0.
-        edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
-        bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, ECE_BINS - 1)
+        bins = confidence_bins(confidence)
         return cls(labels, preds, (preds == labels).astype(float),
                    -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)),
                    np.sum((probs - onehot) ** 2, axis=1), confidence, bins, probs.shape[1])
@@ -64,20 +62,12 @@ def _f1(ex: _PerExample, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f1.mean(1), (f1 * support).sum(1) / support.sum(1)
 
 
-def _ece(ex: _PerExample, idx: np.ndarray) -> np.ndarray:
-    rows, n = idx.shape
-    keys = (np.arange(rows)[:, None] * ECE_BINS + ex.bin[idx]).ravel()
-    acc = np.bincount(keys, weights=ex.correct[idx].ravel(), minlength=rows * ECE_BINS).reshape(rows, ECE_BINS)
-    conf = np.bincount(keys, weights=ex.confidence[idx].ravel(), minlength=rows * ECE_BINS).reshape(rows, ECE_BINS)
-    # Σ_bins count/n · |acc − conf| = Σ_bins |Σ correct − Σ confidence| / n
-    return np.abs(acc - conf).sum(1) / n
-
-
 def metric_table(ex: _PerExample, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric of METRICS for each row of `idx`."""
     f1_macro, f1_weighted = _f1(ex, idx)
     return {"accuracy": ex.correct[idx].mean(1), "f1_macro": f1_macro, "f1_weighted": f1_weighted,
-            "log_loss": ex.loss[idx].mean(1), "brier": ex.brier[idx].mean(1), "ece": _ece(ex, idx)}
+            "log_loss": ex.loss[idx].mean(1), "brier": ex.brier[idx].mean(1),
+            "ece": resampled_ece(ex.bin, ex.correct, ex.confidence, idx)}
 
 
 def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -1,43 +1,110 @@
-"""Helpers of the quantize pass: CPU capability, ONNX graph inspection, and the accuracy-aware fallback loop."""
+"""The quantize pass's ONNX Runtime backends (dynamic, static) and optimum's ORTQuantizer: their configs, the
+ONNX graph inspection they need, and the accuracy-aware fallback loop (shared with the torch backend)."""
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from optikit.config import require
+from optikit.errors import ConfigError
+from optikit.models import Encoder, copy_processor
+from optikit.passes.base import PassContext, PassOutput
+from optikit.variant import Variant
 
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+# Ops whose int8 kernels pay off on CPU. Static int8 of every op type destroys a BERT classifier (0.97 → 0.58
+# accuracy, STACK.md); MatMul (+ Gather) with uint8 activations keeps 0.963, so static stays on the weighted ops.
+DEFAULT_OPS = ("MatMul", "Gemm", "Conv", "Gather")
+EVAL_BATCH = 32
+DEFAULT_PERCENTILE = 99.999
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """Options of the backends that can return nodes (modules) to fp32: onnxruntime and torch."""
+
+    exclude_nodes: tuple[str, ...] = ()  # node names (ONNX) or module names (torch) left in fp32
+    # Accuracy budget on the validation split vs the input model (0.01 = one point); None: no check.
+    max_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.max_loss is None or 0 <= self.max_loss < 1, f"max_loss must be in [0, 1), got {self.max_loss}")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(AccuracyBudget):
+    """What both ONNX Runtime modes take."""
+
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    per_channel: bool = True
+    weight_type: Literal["int8", "uint8"] = "int8"  # QInt8 weights: QUInt8 gave no speedup (STACK.md)
+    op_types: tuple[str, ...] = ()  # empty: DEFAULT_OPS
+    exclude_op_types: tuple[str, ...] = ()
+    embeddings: bool = True  # quantize Gather (embedding tables) too
+    reduce_range: Literal["auto", "true", "false"] = "auto"
+
+    def op_types_to_quantize(self) -> list[str]:
+        ops = [o for o in (self.op_types or DEFAULT_OPS) if self.embeddings or o != "Gather"]
+        return [o for o in ops if o not in self.exclude_op_types]
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeDynamicConfig(OnnxRuntimeOptions):
+    """backend=onnxruntime, mode=dynamic: int8 weights, activations quantized on the fly (nothing to calibrate)."""
+
+    mode: Literal["dynamic"] = "dynamic"
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeStaticConfig(OnnxRuntimeOptions):
+    """backend=onnxruntime, mode=static: weights and activations, calibrated on the calibration split."""
+
+    mode: Literal["static"] = "static"
+    activation_type: Literal["uint8", "int8"] = "uint8"  # S8S8 QDQ ran slower than fp32 (STACK.md)
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = 128
+    percentile: float = DEFAULT_PERCENTILE  # calibration=percentile only
+    format: Literal["qdq", "qoperator"] = "qdq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.calibration_samples >= 1, f"calibration_samples must be ≥ 1, got {self.calibration_samples}")
+        require(50 < self.percentile <= 100, f"percentile must be in (50, 100], got {self.percentile}")
+        require(self.calibration == "percentile" or self.percentile == DEFAULT_PERCENTILE,
+                f"percentile applies to calibration=percentile only, not calibration={self.calibration}: "
+                "drop percentile or set calibration=percentile")
+
+
+@dataclass(frozen=True)
+class OptimumQuantizeConfig:
+    """backend=optimum: optimum's ORTQuantizer with one of its presets, as shipped (the reference to compare with)."""
+
+    backend: Literal["optimum"] = "optimum"
+    mode: Literal["dynamic"] = "dynamic"
+    per_channel: bool = True
+    optimum_preset: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
 
 
 def choose_reduce_range(setting: str) -> tuple[bool, str]:
     """7-bit weights avoid u8×s8 overflow in AVX2/AVX-512 kernels without VNNI; with VNNI, full range is safe."""
+    from optikit.cpu import cpu_features
+
     if setting != "auto":
         return setting == "true", "set by the user"
-    flags = cpu_flags()
-    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+    if cpu_features().vnni:
         return False, "CPU has VNNI/AMX int8 instructions: full 8-bit range"
     return True, "CPU has no VNNI: 7-bit weights avoid int16 saturation in AVX2 kernels"
 
 
 def op_counts(path: Path) -> dict[str, int]:
-    import onnx
+    """Node counts by op type (the harness's counter: optikit.harness.diagnostics)."""
+    from optikit.harness.diagnostics import onnx_op_counts
 
-    model = onnx.load(str(path), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(onnx_op_counts(path)["ops"])
 
 
 # ORT fusions that quantization was measured to get through (optimum O2/O3 on BERT, dynamo or TorchScript
@@ -136,15 +203,6 @@ def session_logits(path: Path, batches: list[dict[str, np.ndarray]], threads: in
                            for b in batches])
 
 
-def mean_kl(base_logits: np.ndarray, logits: np.ndarray) -> float:
-    """KL(fp32 ‖ quantized) averaged over examples: a continuous sensitivity where accuracy is too coarse."""
-    from optikit.harness.metrics import softmax
-
-    p = np.clip(softmax(base_logits), 1e-12, 1.0)
-    q = np.clip(softmax(logits), 1e-12, 1.0)
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
-
-
 @dataclass
 class FallbackResult:
     """What the accuracy-aware loop did: the nodes left in fp32 and the accuracy after every attempt."""
@@ -184,3 +242,124 @@ def accuracy_aware(candidates: Sequence[str], baseline_accuracy: float, max_loss
                           "loss": baseline_accuracy - accuracy})
     return FallbackResult(excluded, steps, baseline_accuracy, baseline_accuracy - accuracy <= max_loss + 1e-12,
                           scores)
+
+
+def mean_kl_logits(base_logits: np.ndarray, logits: np.ndarray) -> float:
+    """KL(fp32 ‖ quantized) averaged over examples: a continuous sensitivity where accuracy is too coarse."""
+    from optikit.harness.metrics import mean_kl, softmax
+
+    return mean_kl(softmax(base_logits), softmax(logits))
+
+
+def quantize_onnxruntime(config: OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig, variant: Variant, ctx: PassContext,
+                         out: Path) -> PassOutput:
+    """ONNX Runtime's quantize_dynamic / quantize_static on the pre-processed graph, within `max_loss` if set."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    c = config
+    source = variant.path / "model.onnx"
+    prepared = out / "model.prepared.onnx"
+    # auto_merge: BERT exports fail symbolic shape inference without it (STACK.md).
+    quant_pre_process(str(source), str(prepared), auto_merge=True, skip_optimization=False)
+    name_nodes(prepared)
+    reduce_range, why = choose_reduce_range(c.reduce_range)
+    ops = c.op_types_to_quantize()
+    target = out / "model.onnx"
+    calibration: dict[str, Any] = {}
+    batches: list[dict[str, np.ndarray]] = []
+    if isinstance(c, OnnxRuntimeStaticConfig):
+        calib = ctx.split(variant, "calibration")
+        calib = calib.take(list(range(min(c.calibration_samples, len(calib)))))
+        batches = Encoder(variant).batches(calib, 8)
+        calibration = {"method": c.calibration, "samples": len(calib), "split": "calibration",
+                       **({"percentile": c.percentile} if c.calibration == "percentile" else {})}
+
+    def build(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
+        _quantize_file(c, prepared, path, ops, reduce_range, list(c.exclude_nodes) + exclude, only, batches)
+
+    report: dict[str, Any] = {}
+    if c.max_loss is None:
+        build(target, [])
+    else:
+        report["accuracy_aware"] = _fallback(c, variant, ctx, source, prepared, target, ops, build)
+    prepared.unlink()
+    for leftover in [*out.glob("*.onnx.data"), out / "model.probe.onnx"]:
+        leftover.unlink(missing_ok=True)
+    strip_node_metadata(target)
+    copy_processor(variant.path, out)
+    if (variant.path / "config.json").is_file():  # keeps the folder loadable by optimum's ORTModel
+        shutil.copy2(variant.path / "config.json", out / "config.json")
+    return PassOutput("onnx", {**report, "backend": "onnxruntime", "mode": c.mode, "reduce_range": reduce_range,
+                               "reduce_range_reason": why, "op_types": ops, "calibration": calibration,
+                               "ops_after": op_counts(target), "ops_before": op_counts(source)})
+
+
+def _quantize_file(c: OnnxRuntimeOptions, prepared: Path, target: Path, ops: list[str], reduce_range: bool,
+                   exclude: list[str], only: list[str] | None, batches: list[dict[str, np.ndarray]]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    # Dynamic mode first splits Gemm into MatMul + Add, renaming the node `<name>_MatMul`: name both.
+    exclude = [*exclude, *(f"{n}_MatMul" for n in exclude)]
+    only = [*only, *(f"{n}_MatMul" for n in only)] if only else only
+    if not isinstance(c, OnnxRuntimeStaticConfig):
+        quantize_dynamic(str(prepared), str(target), op_types_to_quantize=ops, per_channel=c.per_channel,
+                         reduce_range=reduce_range, weight_type=types[c.weight_type], nodes_to_exclude=exclude,
+                         nodes_to_quantize=only, extra_options={"MatMulConstBOnly": True})
+        return
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    names = [i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input]
+    quantize_static(str(prepared), str(target), CalibrationReader(batches, names),
+                    quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
+                    op_types_to_quantize=ops, per_channel=c.per_channel, reduce_range=reduce_range,
+                    activation_type=types[c.activation_type], weight_type=types[c.weight_type],
+                    nodes_to_exclude=exclude, nodes_to_quantize=only, calibrate_method=methods[c.calibration],
+                    extra_options={"MatMulConstBOnly": True, "CalibMovingAverage": True,
+                                   "CalibPercentile": c.percentile})
+
+
+def _fallback(c: OnnxRuntimeOptions, variant: Variant, ctx: PassContext, source: Path, prepared: Path,
+              target: Path, ops: list[str], build: Any) -> dict[str, Any]:
+    """Accuracy-aware quantization on the validation split (see `accuracy_aware`)."""
+    assert c.max_loss is not None
+    data = ctx.split(variant, "validation")
+    batches = Encoder(variant).batches(data, EVAL_BATCH)
+    base_logits = session_logits(source, batches, ctx.threads)
+    baseline = float(np.mean(base_logits.argmax(-1) == data.labels))
+    probe = target.with_name("model.probe.onnx")
+
+    def quantize(excluded: list[str]) -> float:
+        build(target, excluded)
+        return float(np.mean(session_logits(target, batches, ctx.threads).argmax(-1) == data.labels))
+
+    def sensitivity(node: str) -> float:
+        build(probe, [], [node])
+        return mean_kl_logits(base_logits, session_logits(probe, batches, ctx.threads))
+
+    candidates = [n for n in quantizable_nodes(prepared, ops) if n not in c.exclude_nodes]
+    return accuracy_aware(candidates, baseline, c.max_loss, quantize, sensitivity).to_report(c.max_loss)
+
+
+def quantize_optimum(config: OptimumQuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+    """optimum's ORTQuantizer with one of its presets, as shipped: the reference optikit is compared with."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    if not (variant.path / "config.json").is_file():
+        raise ConfigError(f"backend=optimum needs a Hugging Face export with config.json; {variant.name} has "
+                          "none: use backend=onnxruntime")
+    preset = getattr(AutoQuantizationConfig, config.optimum_preset)(is_static=False, per_channel=config.per_channel)
+    quantizer = ORTQuantizer.from_pretrained(str(variant.path), file_name="model.onnx")
+    staging = out / "optimum"
+    quantizer.quantize(save_dir=str(staging), quantization_config=preset)
+    next(staging.glob("*.onnx")).replace(out / "model.onnx")
+    shutil.rmtree(staging)
+    copy_processor(variant.path, out)
+    shutil.copy2(variant.path / "config.json", out / "config.json")
+    return PassOutput("onnx", {"backend": "optimum", "preset": config.optimum_preset, "mode": "dynamic",
+                               "ops_after": op_counts(out / "model.onnx"),
+                               "ops_before": op_counts(variant.path / "model.onnx")})

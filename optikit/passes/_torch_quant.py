@@ -1,24 +1,40 @@
-"""The quantize pass's torch backends: torch dynamic int8 (re-applied at load time) and Intel Neural Compressor."""
+"""The quantize pass's torch backends: torch dynamic int8 (re-applied at load time) and Intel Neural Compressor,
+each with its config."""
 from __future__ import annotations
 
 import copy
 import io
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from optikit.models import RUNTIME_QUANTIZATION, Encoder, apply_runtime_quantization, load_module, torch_forward
-from optikit.passes._ort_quant import accuracy_aware, mean_kl
+from optikit.passes._ort_quant import AccuracyBudget, accuracy_aware, mean_kl_logits
 from optikit.passes.base import PassContext, PassOutput
 from optikit.variant import MANIFEST, Variant, artifact_files
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from optikit.passes.quantize import QuantizeConfig
+
+@dataclass(frozen=True)
+class TorchQuantizeConfig(AccuracyBudget):
+    """backend=torch: torch.ao dynamic int8 of every nn.Linear (`exclude_nodes`: module names left in fp32)."""
+
+    backend: Literal["torch"] = "torch"
+    mode: Literal["dynamic"] = "dynamic"
+    per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class NeuralCompressorConfig:
+    """backend=neural-compressor: INC's round-to-nearest int8 weights (symmetric, per output channel); no options."""
+
+    backend: Literal["neural-compressor"] = "neural-compressor"
 
 
 def _copy_artifact(variant: Variant, out: Path) -> None:
@@ -47,7 +63,7 @@ def _state_bytes(module: nn.Module) -> int:
     return buffer.tell()
 
 
-def quantize_torch(config: QuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+def quantize_torch(config: TorchQuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
     """torch.ao dynamic int8 of every nn.Linear (minus `exclude_nodes`, module names), recorded for load time."""
     import torch
 
@@ -72,7 +88,7 @@ def quantize_torch(config: QuantizeConfig, variant: Variant, ctx: PassContext, o
             return float(np.mean(logits.argmax(-1) == data.labels))
 
         def sensitivity(name: str) -> float:
-            return mean_kl(base_logits, _logits(build([name]), batches))
+            return mean_kl_logits(base_logits, _logits(build([name]), batches))
 
         result = accuracy_aware(linears, baseline, config.max_loss, quantize, sensitivity)
         kept = [n for n in linears if n not in result.fp32_nodes]
@@ -87,7 +103,7 @@ def quantize_torch(config: QuantizeConfig, variant: Variant, ctx: PassContext, o
         architecture={**variant.architecture, RUNTIME_QUANTIZATION: recipe(kept)})
 
 
-def quantize_inc(config: QuantizeConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
+def quantize_inc(config: NeuralCompressorConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
     """Intel Neural Compressor 3.x round-to-nearest int8 weights, stored dequantized (fp32 safetensors).
 
     INC's packed modules save through pickle, so the rounded weights are recovered into the fp32 architecture:

@@ -1,83 +1,127 @@
-"""quantize: int8 weights (dynamic) or weights and activations (static, calibrated), with ONNX Runtime or torch."""
+"""quantize: int8 weights (dynamic) or weights and activations (static, calibrated); each backend (ONNX Runtime,
+optimum, torch, Intel Neural Compressor) is a strategy with its own config and takes only its own options."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import numpy as np
-
-from optikit.config import require
+from optikit.config import build_config, describe_options
 from optikit.errors import ConfigError, MissingDependencyError
-from optikit.models import RUNTIME_QUANTIZATION, Encoder, copy_processor
+from optikit.models import RUNTIME_QUANTIZATION
 from optikit.passes._ort_quant import (
-    CalibrationReader,
-    accuracy_aware,
+    OnnxRuntimeDynamicConfig,
+    OnnxRuntimeStaticConfig,
+    OptimumQuantizeConfig,
     choose_reduce_range,
-    mean_kl,
-    name_nodes,
-    op_counts,
-    quantizable_nodes,
-    session_logits,
-    strip_node_metadata,
+    quantize_onnxruntime,
+    quantize_optimum,
     unquantizable_graph,
 )
+from optikit.passes._torch_quant import NeuralCompressorConfig, TorchQuantizeConfig, quantize_inc, quantize_torch
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Variant
 
-# Ops whose int8 kernels pay off on CPU. Static int8 of every op type destroys a BERT classifier (0.97 → 0.58
-# accuracy, STACK.md); MatMul (+ Gather) with uint8 activations keeps 0.963, so static stays on the weighted ops.
-DEFAULT_DYNAMIC_OPS = ("MatMul", "Gemm", "Conv", "Gather")
-DEFAULT_STATIC_OPS = ("MatMul", "Gemm", "Conv", "Gather")
-BACKEND_FORMATS = {"onnxruntime": frozenset({"onnx"}), "optimum": frozenset({"onnx"}), "torch": frozenset({"torch", "hf"}),
-                   "neural-compressor": frozenset({"torch", "hf"})}
-EVAL_BATCH = 32
+QuantizeConfig = (OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig | OptimumQuantizeConfig | TorchQuantizeConfig
+                  | NeuralCompressorConfig)
+DEFAULT_BACKEND = "onnxruntime"
 
-__all__ = ["Quantize", "QuantizeConfig", "choose_reduce_range", "op_counts"]
+__all__ = ["Backend", "BACKENDS", "Quantize", "QuantizeConfig", "QuantizeOptions", "choose_reduce_range"]
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
-    mode: Literal["dynamic", "static"] = "dynamic"
-    backend: Literal["onnxruntime", "optimum", "torch", "neural-compressor"] = "onnxruntime"
-    per_channel: bool = True
-    weight_type: Literal["int8", "uint8"] = "int8"  # QInt8 weights: QUInt8 gave no speedup (STACK.md)
-    activation_type: Literal["uint8", "int8"] = "uint8"  # S8S8 QDQ ran slower than fp32 (STACK.md)
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_samples: int = 128
-    percentile: float = 99.999  # calibration=percentile only
-    format: Literal["qdq", "qoperator"] = "qdq"
-    op_types: tuple[str, ...] = ()  # empty: the defaults above for the mode
-    exclude_op_types: tuple[str, ...] = ()
-    exclude_nodes: tuple[str, ...] = ()
-    embeddings: bool = True  # quantize Gather (embedding tables) too
-    reduce_range: Literal["auto", "true", "false"] = "auto"
-    # Accuracy budget on the validation split vs the input model (0.01 = one point); None: no check.
-    max_loss: float | None = None
-    # backend=optimum only: the AutoQuantizationConfig preset optimum's ORTQuantizer applies (for comparisons).
-    optimum_preset: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = "avx512_vnni"
+class Backend:
+    """One quantization strategy: the formats it takes, one config per mode it does, and the function doing it."""
 
-    def __post_init__(self) -> None:
-        require(self.mode in ("dynamic", "static"), f"mode must be dynamic or static, got {self.mode!r}")
-        require(self.backend in BACKEND_FORMATS,
-                f"backend must be one of {', '.join(BACKEND_FORMATS)}, got {self.backend!r}")
-        require(self.calibration_samples >= 1, f"calibration_samples must be ≥ 1, got {self.calibration_samples}")
-        require(50 < self.percentile <= 100, f"percentile must be in (50, 100], got {self.percentile}")
-        require(self.max_loss is None or 0 <= self.max_loss < 1, f"max_loss must be in [0, 1), got {self.max_loss}")
-        require(self.backend == "onnxruntime" or self.mode == "dynamic",
-                f"backend={self.backend} does mode=dynamic only: use backend=onnxruntime for static int8")
-        require(self.backend != "optimum" or self.max_loss is None,
-                "backend=optimum has no accuracy budget: use backend=onnxruntime with max_loss")
+    name: str
+    formats: frozenset[str]
+    configs: Mapping[str | None, type]  # by `mode`; None: a backend without modes
+    apply: Callable[[Any, Variant, PassContext, Path], PassOutput]
+    extra: str | None = None  # the pip extra its package comes with, checked before any work
+    module: str | None = None
+
+    def config_for(self, mode: str | None) -> type:
+        return self.configs[None if None in self.configs else mode or next(iter(self.configs))]
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", frozenset({"onnx"}),
+            {"dynamic": OnnxRuntimeDynamicConfig, "static": OnnxRuntimeStaticConfig}, quantize_onnxruntime),
+    Backend("optimum", frozenset({"onnx"}), {"dynamic": OptimumQuantizeConfig}, quantize_optimum),
+    Backend("torch", frozenset({"torch", "hf"}), {"dynamic": TorchQuantizeConfig}, quantize_torch),
+    Backend("neural-compressor", frozenset({"torch", "hf"}), {None: NeuralCompressorConfig}, quantize_inc,
+            extra="inc", module="neural_compressor"),
+)}
+
+
+def _option_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+class QuantizeOptions:
+    """The quantize pass's `Config`: reads `backend` (and `mode`) from the options and builds that strategy's own
+    frozen config, refusing any option it would ignore; `optikit passes` lists which backend takes which option."""
+
+    @staticmethod
+    def build(options: Mapping[str, Any]) -> QuantizeConfig:
+        options = {k.replace("-", "_"): v for k, v in options.items()}
+        name = str(options.get("backend", DEFAULT_BACKEND))
+        if name not in BACKENDS:
+            raise ConfigError(f"pass 'quantize' option 'backend' must be one of {', '.join(BACKENDS)}, got {name!r}")
+        backend = BACKENDS[name]
+        mode = options.get("mode")
+        modes = [m for m in backend.configs if m is not None]
+        if mode is not None and modes and str(mode) not in modes:
+            if str(mode) in ("dynamic", "static"):
+                raise ConfigError(f"backend={name} does mode={'/'.join(modes)} only: use backend=onnxruntime "
+                                  f"for mode={mode}")
+            raise ConfigError(f"pass 'quantize' option 'mode' must be one of dynamic, static, got {mode!r}")
+        chosen = None if not modes else str(mode or modes[0])
+        cls = backend.config_for(chosen)
+        takes = _option_names(cls)
+        ignored = sorted(set(options) - set(takes))
+        known = {n for b in BACKENDS.values() for c in b.configs.values() for n in _option_names(c)}
+        if set(ignored) - known:
+            raise ConfigError(f"unknown option {sorted(set(ignored) - known)[0]!r} for pass 'quantize': known "
+                              f"options are {', '.join(sorted(known))}")
+        if ignored:
+            where = f"backend={name}" + (f",mode={chosen}" if len(modes) > 1 else "")
+            raise ConfigError(f"quantize:{where} does not use {', '.join(ignored)}: it takes "
+                              f"{', '.join(sorted(n for n in takes if n != 'backend')) or 'no options'}")
+        return build_config(cls, options, f"pass 'quantize' (backend={name})")
+
+    @staticmethod
+    def describe_options() -> list[tuple[str, str, str]]:
+        """One row per option, naming the backends (and onnxruntime modes) that take it."""
+        rows: dict[str, tuple[str, str, list[str]]] = {}
+        for backend in BACKENDS.values():
+            modes: dict[str, list[str]] = {}
+            for mode, cls in backend.configs.items():
+                for opt, kind, default in describe_options(cls):
+                    if opt not in ("backend", "mode"):
+                        rows.setdefault(opt, (kind, default, []))
+                        modes.setdefault(opt, []).append(str(mode))
+            for opt, taken in modes.items():
+                rows[opt][2].append(backend.name if len(taken) == len(backend.configs)
+                                    else f"{backend.name} mode={'/'.join(taken)}")
+        formats = "; ".join(f"{b.name} takes {'/'.join(sorted(b.formats))}" for b in BACKENDS.values())
+        head = [("backend", "|".join(BACKENDS), f"{DEFAULT_BACKEND!r}  ({formats})"),
+                ("mode", "dynamic|static", "'dynamic'  (static: onnxruntime only; neural-compressor has no mode)")]
+        return head + [(opt, kind, f"{default}  [{', '.join(names)}]") for opt, (kind, default, names) in rows.items()]
 
 
 class Quantize(Pass):
-    """int8 quantization: ONNX Runtime on ONNX models (dynamic or static), or torch dynamic on torch / hf.
+    """int8 quantization; `backend` picks the strategy and its options (`optikit passes` lists which takes what).
 
-    Static defaults (MatMul/Gemm/Conv/Gather, uint8 activations, per-channel int8 weights, QDQ) keep a BERT
-    classifier's accuracy; `max_loss` returns the most sensitive nodes to fp32 until the validation accuracy is
-    within budget.
+    onnxruntime (ONNX models, the default): dynamic, or static calibrated on the calibration split. Static defaults
+    (MatMul/Gemm/Conv/Gather, uint8 activations, per-channel int8 weights, QDQ) keep a BERT classifier's
+    accuracy; `max_loss` returns the most sensitive nodes to fp32 until the validation accuracy is within budget.
+    optimum: optimum's ORTQuantizer preset, as shipped (a reference). torch: torch.ao dynamic int8 of the Linear
+    layers, re-applied at load time (`max_loss` too). neural-compressor: INC's round-to-nearest int8 weights.
+    An option the chosen backend would ignore is refused.
 
     Order with export-onnx (measured on a 2-layer BERT, dynamo export): export-onnx:optimize=none|basic|O1|O2|O3
     then quantize works (O2/O3 fuse SkipLayerNormalization and BiasGelu; with a TorchScript export O2 also fuses
@@ -90,24 +134,30 @@ class Quantize(Pass):
     """
 
     name = "quantize"
-    Config = QuantizeConfig
+    Config = QuantizeOptions
     accepts: ClassVar[frozenset[str]] = frozenset({"onnx", "torch", "hf"})
-    summary = "int8 dynamic or static (calibrated) quantization with ONNX Runtime or torch"
+    summary = ("int8 quantization; backend=onnxruntime (dynamic or static, calibrated), optimum, torch or "
+               "neural-compressor, each with its own options")
     config: QuantizeConfig
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+    def __init__(self, config: QuantizeConfig | None = None) -> None:
+        super().__init__(config if config is not None else OnnxRuntimeDynamicConfig())
+        self.backend = BACKENDS[self.config.backend]
         # Before any work, even the earlier passes of a chain: the backend's package must be importable.
-        if self.config.backend == "neural-compressor" and importlib.util.find_spec("neural_compressor") is None:
-            raise MissingDependencyError("neural_compressor", "inc")
+        if self.backend.module and importlib.util.find_spec(self.backend.module) is None:
+            raise MissingDependencyError(self.backend.module, self.backend.extra or "")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Pass:
+        return cls(QuantizeOptions.build(options))
 
     def accepted_formats(self) -> frozenset[str]:
-        return BACKEND_FORMATS[self.config.backend]
+        return self.backend.formats
 
     def check_plan(self, before: Sequence[Pass]) -> None:
         exports = [p for p in before if p.name == "export-onnx"]
         level = getattr(exports[-1].config, "optimize", "none") if exports else "none"
-        if self.config.backend == "onnxruntime" and level in ("extended", "all", "O4"):
+        if self.backend.name == "onnxruntime" and level in ("extended", "all", "O4"):
             raise ConfigError(f"quantize cannot follow export-onnx:optimize={level} ("
                               + ("fp16 graph" if level == "O4" else "ORT session fusions fail its shape inference")
                               + "): use export-onnx:optimize=O1, O2, O3 or basic before quantize")
@@ -115,146 +165,12 @@ class Quantize(Pass):
     def check(self, variant: Variant) -> None:
         if RUNTIME_QUANTIZATION in variant.architecture:
             raise ConfigError(f"{variant.name} is already int8 (quantize:backend=torch): quantize its fp32 parent")
-        if variant.format == "onnx" and self.config.backend == "onnxruntime":
+        if variant.format == "onnx" and self.backend.name == "onnxruntime":
             why = unquantizable_graph(variant.path / "model.onnx")
             if why:
                 raise ConfigError(f"quantize cannot take {variant.name}: {why}. Export with export-onnx:optimize="
                                   "none, basic or O1–O3, quantize, and let ONNX Runtime apply its session "
                                   "optimizations when it loads the int8 model")
 
-    def _op_types(self) -> list[str]:
-        c = self.config
-        ops = list(c.op_types or (DEFAULT_DYNAMIC_OPS if c.mode == "dynamic" else DEFAULT_STATIC_OPS))
-        if not c.embeddings:
-            ops = [o for o in ops if o != "Gather"]
-        return [o for o in ops if o not in c.exclude_op_types]
-
     def apply(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
-        if self.config.backend == "torch":
-            from optikit.passes._torch_quant import quantize_torch
-
-            return quantize_torch(self.config, variant, ctx, out)
-        if self.config.backend == "neural-compressor":
-            from optikit.passes._torch_quant import quantize_inc
-
-            return quantize_inc(self.config, variant, ctx, out)
-        if self.config.backend == "optimum":
-            return self._apply_optimum(variant, out)
-        return self._apply_onnxruntime(variant, ctx, out)
-
-    def _apply_optimum(self, variant: Variant, out: Path) -> PassOutput:
-        """optimum's ORTQuantizer with one of its presets, as shipped: the reference optikit is compared with."""
-        from optimum.onnxruntime import ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-        if not (variant.path / "config.json").is_file():
-            raise ConfigError(f"backend=optimum needs a Hugging Face export with config.json; {variant.name} has "
-                              "none: use backend=onnxruntime")
-        preset = getattr(AutoQuantizationConfig, self.config.optimum_preset)(
-            is_static=False, per_channel=self.config.per_channel)
-        quantizer = ORTQuantizer.from_pretrained(str(variant.path), file_name="model.onnx")
-        staging = out / "optimum"
-        quantizer.quantize(save_dir=str(staging), quantization_config=preset)
-        produced = next(staging.glob("*.onnx"))
-        produced.replace(out / "model.onnx")
-        import shutil
-
-        shutil.rmtree(staging)
-        copy_processor(variant.path, out)
-        shutil.copy2(variant.path / "config.json", out / "config.json")
-        return PassOutput("onnx", {"backend": "optimum", "preset": self.config.optimum_preset, "mode": "dynamic",
-                                   "ops_after": op_counts(out / "model.onnx"),
-                                   "ops_before": op_counts(variant.path / "model.onnx")})
-
-    def _apply_onnxruntime(self, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        c = self.config
-        source = variant.path / "model.onnx"
-        prepared = out / "model.prepared.onnx"
-        # auto_merge: BERT exports fail symbolic shape inference without it (STACK.md).
-        quant_pre_process(str(source), str(prepared), auto_merge=True, skip_optimization=False)
-        name_nodes(prepared)
-        reduce_range, why = choose_reduce_range(c.reduce_range)
-        ops = self._op_types()
-        target = out / "model.onnx"
-        calibration: dict[str, Any] = {}
-        if c.mode == "static":
-            calib = ctx.split(variant, "calibration")
-            calib = calib.take(list(range(min(c.calibration_samples, len(calib)))))
-            batches = Encoder(variant).batches(calib, 8)
-            calibration = {"method": c.calibration, "samples": len(calib), "split": "calibration",
-                           **({"percentile": c.percentile} if c.calibration == "percentile" else {})}
-        else:
-            batches = []
-
-        def build(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
-            self._quantize_file(prepared, path, ops, reduce_range, list(c.exclude_nodes) + exclude, only, batches)
-
-        report: dict[str, Any] = {}
-        if c.max_loss is None:
-            build(target, [])
-        else:
-            report["accuracy_aware"] = self._fallback(variant, ctx, source, prepared, target, ops, build)
-        prepared.unlink()
-        for leftover in [*out.glob("*.onnx.data"), out / "model.probe.onnx"]:
-            leftover.unlink(missing_ok=True)
-        strip_node_metadata(target)
-        copy_processor(variant.path, out)
-        if (variant.path / "config.json").is_file():  # keeps the folder loadable by optimum's ORTModel
-            import shutil
-
-            shutil.copy2(variant.path / "config.json", out / "config.json")
-        return PassOutput("onnx", {**report, "backend": "onnxruntime", "mode": c.mode, "reduce_range": reduce_range,
-                                   "reduce_range_reason": why, "op_types": ops, "calibration": calibration,
-                                   "ops_after": op_counts(target), "ops_before": op_counts(source)})
-
-    def _quantize_file(self, prepared: Path, target: Path, ops: list[str], reduce_range: bool, exclude: list[str],
-                       only: list[str] | None, batches: list[dict[str, np.ndarray]]) -> None:
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-        c = self.config
-        types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-        # Dynamic mode first splits Gemm into MatMul + Add, renaming the node `<name>_MatMul`: name both.
-        exclude = [*exclude, *(f"{n}_MatMul" for n in exclude)]
-        only = [*only, *(f"{n}_MatMul" for n in only)] if only else only
-        if c.mode == "dynamic":
-            quantize_dynamic(str(prepared), str(target), op_types_to_quantize=ops, per_channel=c.per_channel,
-                             reduce_range=reduce_range, weight_type=types[c.weight_type], nodes_to_exclude=exclude,
-                             nodes_to_quantize=only, extra_options={"MatMulConstBOnly": True})
-            return
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod
-
-        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}
-        names = [i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input]
-        quantize_static(str(prepared), str(target), CalibrationReader(batches, names),
-                        quant_format=QuantFormat.QDQ if c.format == "qdq" else QuantFormat.QOperator,
-                        op_types_to_quantize=ops, per_channel=c.per_channel, reduce_range=reduce_range,
-                        activation_type=types[c.activation_type], weight_type=types[c.weight_type],
-                        nodes_to_exclude=exclude, nodes_to_quantize=only, calibrate_method=methods[c.calibration],
-                        extra_options={"MatMulConstBOnly": True, "CalibMovingAverage": True,
-                                       "CalibPercentile": c.percentile})
-
-    def _fallback(self, variant: Variant, ctx: PassContext, source: Path, prepared: Path, target: Path,
-                  ops: list[str], build: Any) -> dict[str, Any]:
-        """Accuracy-aware quantization on the validation split (see `_ort_quant.accuracy_aware`)."""
-        assert self.config.max_loss is not None
-        data = ctx.split(variant, "validation")
-        batches = Encoder(variant).batches(data, EVAL_BATCH)
-        base_logits = session_logits(source, batches, ctx.threads)
-        baseline = float(np.mean(base_logits.argmax(-1) == data.labels))
-        probe = target.with_name("model.probe.onnx")
-
-        def quantize(excluded: list[str]) -> float:
-            build(target, excluded)
-            return float(np.mean(session_logits(target, batches, ctx.threads).argmax(-1) == data.labels))
-
-        def sensitivity(node: str) -> float:
-            build(probe, [], [node])
-            return mean_kl(base_logits, session_logits(probe, batches, ctx.threads))
-
-        candidates = [n for n in quantizable_nodes(prepared, ops) if n not in self.config.exclude_nodes]
-        result = accuracy_aware(candidates, baseline, self.config.max_loss, quantize, sensitivity)
-        return result.to_report(self.config.max_loss)
+        return self.backend.apply(self.config, variant, ctx, out)

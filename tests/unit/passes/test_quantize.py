@@ -170,5 +170,5 @@ def test_quantize_optimum_backend_has_no_accuracy_budget():
     from optikit.errors import ConfigError
     from optikit.passes.base import make_pass
 
-    with pytest.raises(ConfigError, match="backend=optimum has no accuracy budget"):
+    with pytest.raises(ConfigError, match="backend=optimum does not use max_loss"):
         make_pass("quantize:backend=optimum,max_loss=0.01")
