@@ -161,22 +161,26 @@ def _weights_digest(module: Any) -> str:
 
 
 def _export_onnx(module: Any, dataset: Dataset, splits: Any, directory: Path) -> None:
-    """The route for a module whose code optikit cannot rebuild: its graph, exported as export-onnx does."""
+    """The route for a module whose code optikit cannot rebuild: export-onnx's exporter and its agreement check."""
     import torch
-    from torch.export import Dim
 
     from optikit.errors import PassError
     from optikit.models import PIXEL_INPUT
+    from optikit.passes._ort_quant import session_logits
+    from optikit.passes.export_onnx import VALIDATION_EXAMPLES, ExportOnnxConfig, check_agreement, export_module
 
-    example = torch.from_numpy(dataset.take(splits.validation[:2]).inputs)  # batch 2: the exporter specialises 0/1
+    config = ExportOnnxConfig()
+    sample = dataset.take(splits.validation[:VALIDATION_EXAMPLES]).inputs
+    path = directory / "model.onnx"
     try:
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[PIXEL_INPUT],
-                                    output_names=["logits"], dynamic_shapes=({0: Dim("batch", min=1, max=4096)},),
-                                    opset_version=20, verbose=False, optimize=True, report=False)
-    except Exception as exc:
-        raise PassError(f"cannot export {type(module).__name__} to ONNX ({type(exc).__name__}): pass builder= "
-                        "naming a registered architecture instead") from exc
-    program.save(str(directory / "model.onnx"), external_data=False)
+        export_module(module, {PIXEL_INPUT: sample[:2]}, path, config)  # batch 2: the exporter specialises 0/1
+    except PassError as exc:
+        raise PassError(f"cannot export {type(module).__name__}: {exc}; or pass builder= naming a registered "
+                        "architecture") from exc
+    with torch.inference_mode():
+        reference = module(torch.from_numpy(sample)).float().numpy()
+    check_agreement(reference, session_logits(path, [{PIXEL_INPUT: sample}], threads=1), config,
+                    type(module).__name__)
 
 
 def from_module(module: Any, *, data: DataArg, label_names: Sequence[str] | None = None,

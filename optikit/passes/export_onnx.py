@@ -146,8 +146,19 @@ def compare_logits(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.size else 1.0}
 
 
-def validate_against(source: Variant, exported: Variant, ctx: PassContext) -> dict[str, float]:
-    """Runs source and export on validation examples; returns max |Δlogit| and prediction agreement."""
+def check_agreement(reference: np.ndarray, exported: np.ndarray, config: ExportOnnxConfig,
+                    source: str) -> dict[str, float]:
+    """max |Δlogit| and prediction agreement of an export against its source; PassError beyond the config's bounds."""
+    check = compare_logits(reference, exported)
+    if check["max_abs_diff"] > config.tolerance or check["agreement"] < config.min_agreement:
+        raise PassError(f"the ONNX export differs from {source}: max |Δlogit| {check['max_abs_diff']:.2e} "
+                        f"(tolerance {config.tolerance:g}), agreement {check['agreement']:.3f}; raise "
+                        "export-onnx:tolerance=… only if that difference is acceptable")
+    return check
+
+
+def validate_against(source: Variant, exported: Variant, ctx: PassContext, config: ExportOnnxConfig) -> dict[str, float]:
+    """Runs source and export on validation examples; returns max |Δlogit| and agreement, or raises PassError."""
     from optikit.runners import load_runner
 
     data = ctx.split(source, "validation")
@@ -159,7 +170,7 @@ def validate_against(source: Variant, exported: Variant, ctx: PassContext) -> di
     for feeds in encoder.batches(data, 16):
         ref.append(ref_runner.logits(feeds))
         new.append(new_runner.logits(feeds))
-    return compare_logits(np.concatenate(ref), np.concatenate(new))
+    return check_agreement(np.concatenate(ref), np.concatenate(new), config, source.name)
 
 
 def optimize_graph(path: Path, level: str, threads: int) -> None:
@@ -257,11 +268,7 @@ class ExportOnnx(Pass):
         elif self.config.optimize != "none":
             optimize_graph(out / "model.onnx", self.config.optimize, ctx.threads)
         exported = dataclasses.replace(variant, format="onnx", path=out)
-        check = validate_against(variant, exported, ctx)
-        if check["max_abs_diff"] > self.config.tolerance or check["agreement"] < self.config.min_agreement:
-            raise PassError(f"the ONNX export differs from {variant.name}: max |Δlogit| {check['max_abs_diff']:.2e} "
-                            f"(tolerance {self.config.tolerance:g}), agreement {check['agreement']:.3f}; raise "
-                            "export-onnx:tolerance=… only if that difference is acceptable")
+        check = validate_against(variant, exported, ctx, self.config)
         return PassOutput("onnx", {"validation": check, "opset": self.config.opset,
                                    "optimize": self.config.optimize, "fused_ops": fused,
                                    "ops": op_counts(out / "model.onnx")})

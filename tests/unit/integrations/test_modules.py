@@ -219,3 +219,18 @@ def test_from_module_measures_on_the_users_test_file_or_split_column(tiny_bert_c
     assert by_col.splits.rule == "split-col" and len(by_col.splits.test) == 18
     with pytest.raises(ConfigError, match="pass one of them"):
         optikit.from_module(model, data=marked, split_col="part", test_data=test, **kw)
+
+
+def test_from_module_checks_its_onnx_export_like_export_onnx(digits_teacher, tmp_path, monkeypatch) -> None:
+    import optikit.passes._ort_quant as ort_quant
+    from optikit.errors import PassError
+
+    wrong = ort_quant.session_logits
+
+    def shifted(path, batches, threads):  # an export whose logits drifted from the module's
+        return wrong(path, batches, threads) + 1.0
+
+    monkeypatch.setattr(ort_quant, "session_logits", shifted)
+    with pytest.raises(PassError, match=r"the ONNX export differs from \w+: max \|Δlogit\| 1\.00e\+00"):
+        optikit.from_module(load_module(digits_teacher), data="digits", home=tmp_path)
+    assert not list(tmp_path.rglob("variant.json"))
