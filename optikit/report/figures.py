@@ -4,9 +4,11 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from optikit.harness.compare import baseline as base_of
+from optikit.harness.compare import batch_sizes, display_names, headline_batch, interval_points, ok
 from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
-from optikit.report.analysis import base_of, batch_sizes, f1_interval_points, field, headline_batch, ok
+from optikit.report.analysis import field
 
 LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 60}, "height": 420, "template": "plotly_white"}
 
@@ -15,53 +17,60 @@ def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+# Plotly's own palette, indexed by the variant's row: a variant keeps its colour from chart to chart.
+PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff", "#fecb52")
+
+
 def latency_vs_f1(results: Results) -> Any:
-    """Steady median latency (error bar to p90) against macro-F1 (error bar: bootstrap CI) per batch size, with the Pareto
-    frontier at the headline batch size: the variants nothing else beats on both axes."""
+    """Steady median latency (error bar to p90) against macro-F1 (error bar: bootstrap CI), one trace per variant with
+    a marker per batch size, and the Pareto frontier at the headline batch size: the variants nothing else beats on
+    both axes. Names go to the legend and the hover, never on the plot: ten labels there overlap."""
     import plotly.graph_objects as go
 
     base = base_of(results)
     fig = go.Figure()
-    measured = [v for v in results.variants if ok(v)]
-    for b in batch_sizes(results):
-        pts = [(v, v.latency_at(b)) for v in measured if v.latency_at(b)]
+    sizes = batch_sizes(results)
+    symbol = {b: SYMBOLS[i % len(SYMBOLS)] for i, b in enumerate(sizes)}
+    for i, (v, name) in enumerate(zip(results.variants, display_names(results.variants), strict=True)):
+        pts = [(b, lat) for b in sizes if ok(v) and (lat := v.latency_at(b))]
         if not pts:
             continue
-        ys, lo, hi = [], [], []
-        for v, _ in pts:
-            y = v.alignment["f1_macro"] * 100
-            ys.append(y)
-            ci = f1_interval_points(v)
-            if ci and base is not None:
-                delta = y - base.alignment["f1_macro"] * 100
-                lo.append(max(delta - ci[0], 0.0))
-                hi.append(max(ci[1] - delta, 0.0))
-            else:
-                lo.append(0.0)
-                hi.append(0.0)
+        y = v.alignment["f1_macro"] * 100
+        ci = interval_points(v, "f1_macro")
+        delta = y - base.alignment["f1_macro"] * 100 if base is not None else 0.0
+        lo, hi = (max(delta - ci[0], 0.0), max(ci[1] - delta, 0.0)) if ci and base is not None else (0.0, 0.0)
         fig.add_trace(go.Scatter(
-            x=[headline_ms(lat) for _, lat in pts], y=ys, mode="markers+text", name=f"batch {b}",
-            text=[_esc(v.name) for v, _ in pts], textposition="top center",
+            x=[headline_ms(lat) for _, lat in pts], y=[y] * len(pts), mode="markers", name=_esc(name),
+            marker={"symbol": [symbol[b] for b, _ in pts], "size": 10, "color": PALETTE[i % len(PALETTE)]},
+            customdata=[f"batch {b}" for b, _ in pts],
             error_x={"type": "data", "symmetric": False, "array": [max(lat["p90_ms"] - headline_ms(lat), 0.0) for _, lat in pts],
                      "arrayminus": [0.0] * len(pts)},
-            error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo, "visible": any(hi + lo)},
-            hovertemplate="%{text}<br>%{x:.3f} ms<br>macro-F1 %{y:.2f}<extra>batch " + str(b) + "</extra>"))
+            error_y={"type": "data", "symmetric": False, "array": [hi] * len(pts), "arrayminus": [lo] * len(pts),
+                     "visible": bool(hi or lo)},
+            hovertemplate=_esc(name) + "<br>%{customdata}<br>%{x:.3f} ms<br>macro-F1 %{y:.2f}<extra></extra>"))
     b = headline_batch(results)
     if b is not None:
-        front = pareto(measured, b)
+        front = pareto([v for v in results.variants if ok(v)], b)
         if len(front) > 1:
-            fig.add_trace(go.Scatter(x=[headline_ms(v.latency_at(b)) for v in front],
+            fig.add_trace(go.Scatter(x=[_ms(v, b) for v in front],
                                      y=[v.alignment["f1_macro"] * 100 for v in front], mode="lines",
                                      name=f"Pareto frontier (batch {b})", line={"dash": "dot", "color": "#444"}))
-    fig.update_layout(**LAYOUT, title="Latency (steady median, bar to p90) vs macro-F1", xaxis_title="latency per call (ms)",
-                      yaxis_title="macro-F1 (%)")
+    shapes = ", ".join(f"{symbol[b]} = batch {b}" for b in sizes)
+    fig.update_layout(**LAYOUT, title=f"Latency (steady median, bar to p90) vs macro-F1 ({shapes})",
+                      xaxis_title="latency per call (ms)", yaxis_title="macro-F1 (%)", legend={"title": {"text": "variant"}})
     fig.update_xaxes(type="log")
     return fig
 
 
+def _ms(v: VariantResult, batch: int) -> float:
+    lat = v.latency_at(batch)
+    return headline_ms(lat) if lat else float("inf")
+
+
 def pareto(variants: list[VariantResult], batch: int) -> list[VariantResult]:
     """Variants not beaten on both latency (lower) and macro-F1 (higher), sorted by latency."""
-    pts = sorted((v for v in variants if v.latency_at(batch)), key=lambda v: headline_ms(v.latency_at(batch)))
+    pts = sorted((v for v in variants if v.latency_at(batch)), key=lambda v: _ms(v, batch))
     front, best = [], -1.0
     for v in pts:
         if v.alignment["f1_macro"] > best:
@@ -73,8 +82,10 @@ def pareto(variants: list[VariantResult], batch: int) -> list[VariantResult]:
 def size_bars(results: Results) -> Any:
     import plotly.graph_objects as go
 
-    measured = [v for v in results.variants if ok(v) and v.size.get("bytes_on_disk")]
-    names = [_esc(v.name) for v in measured]
+    named = [(v, n) for v, n in zip(results.variants, display_names(results.variants), strict=True)
+             if ok(v) and v.size.get("bytes_on_disk")]
+    measured = [v for v, _ in named]
+    names = [_esc(n) for _, n in named]
     fig = go.Figure(go.Bar(x=names, y=[v.size["bytes_on_disk"] / 1e6 for v in measured], name="on disk"))
     if any(v.size.get("compressed_bytes") for v in measured):
         fig.add_trace(go.Bar(x=names, y=[(v.size.get("compressed_bytes") or 0) / 1e6 for v in measured],
@@ -88,8 +99,10 @@ def quadrant(results: Results) -> Any:
     import plotly.graph_objects as go
 
     base = base_of(results)
-    xs, ys, names, labels = [], [], [], []
-    for v in results.variants:
+    fig = go.Figure()
+    xs: list[float] = []
+    ys: list[float] = []
+    for i, (v, name) in enumerate(zip(results.variants, display_names(results.variants), strict=True)):
         if not ok(v) or base is None or v is base:
             continue
         q = field(v, "quadrant", {})
@@ -97,12 +110,11 @@ def quadrant(results: Results) -> Any:
         ll = q.get("log_loss_delta", v.capability.get("log_loss", 0.0) - base.capability.get("log_loss", 0.0))
         xs.append(-ll)
         ys.append(acc * 100)
-        names.append(_esc(v.name))
-        labels.append(_esc(q.get("label", "")))
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition="top center",
-                               customdata=labels, name="variants",
-                               hovertemplate="%{text}<br>%{customdata}<br>log-loss gain %{x:.4f}"
-                                             "<br>accuracy Δ %{y:.2f} pts<extra></extra>"))
+        # One trace per variant: its name in the legend and the hover, not as text on the plot.
+        fig.add_trace(go.Scatter(x=[-ll], y=[acc * 100], mode="markers", name=_esc(name),
+                                 marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
+                                 hovertemplate=_esc(name) + "<br>" + _esc(q.get("label", "")) +
+                                 "<br>log-loss gain %{x:.4f}<br>accuracy Δ %{y:.2f} pts<extra></extra>"))
     span = max([abs(x) for x in xs] + [0.01]) * 1.3
     yspan = max([abs(y) for y in ys] + [0.5]) * 1.3
     for x, y, text in ((span, yspan, "better calibrated, more accurate"), (-span, yspan, "more accurate, less sure"),
@@ -113,7 +125,8 @@ def quadrant(results: Results) -> Any:
     fig.add_vline(x=0, line_color="#bbb")
     fig.update_layout(**LAYOUT, title="Capability vs alignment (change against the baseline)",
                       xaxis_title="log-loss reduction (capability)", yaxis_title="accuracy Δ (points, alignment)",
-                      xaxis_range=[-span, span], yaxis_range=[-yspan, yspan], showlegend=False)
+                      xaxis_range=[-span, span], yaxis_range=[-yspan, yspan], showlegend=True,
+                      legend={"title": {"text": "variant"}})
     return fig
 
 
@@ -133,10 +146,10 @@ def per_class(results: Results) -> Any | None:
         return None
     classes = list(base.alignment["per_class"])
     rows, z = [], []
-    for v in results.variants:
+    for v, name in zip(results.variants, display_names(results.variants), strict=True):
         if ok(v) and v is not base:
             pc = v.alignment.get("per_class", {})
-            rows.append(v.name)
+            rows.append(name)
             z.append([(pc[c]["f1"] - base.alignment["per_class"][c]["f1"]) * 100 if c in pc else None
                       for c in classes])
     return _heatmap("Per-class F1 change against the baseline", rows, classes, z, "F1 Δ") if rows else None
@@ -149,10 +162,10 @@ def per_slice(results: Results) -> Any | None:
         return None
     names = list(slices)
     rows, z = [], []
-    for v in results.variants:
+    for v, name in zip(results.variants, display_names(results.variants), strict=True):
         if ok(v) and v is not base:
             mine = v.alignment.get("per_slice") or {}
-            rows.append(v.name)
+            rows.append(name)
             # An empty slice has f1_macro None (n=0): its cell stays blank instead of failing the whole report.
             z.append([((mine[s]["f1_macro"] - slices[s]["f1_macro"]) * 100)
                       if s in mine and mine[s].get("f1_macro") is not None and slices[s].get("f1_macro") is not None

@@ -64,3 +64,15 @@ def test_hostile_labels_stay_text_in_chromium(tmp_path: Path) -> None:
     dom = check_page(page, tmp_path, rows=3)
     markup = re.sub(r"<script[^>]*>.*?</script>", "", dom, flags=re.S)  # the library's own source aside
     assert "<img" not in markup  # the label was shown as text, never parsed into an element
+
+
+def test_ten_variant_charts_name_variants_in_legends_not_on_the_plot(tmp_path: Path) -> None:
+    from optikit.report.html import render_html
+    from tests.unit.report.fake import ten_variants
+
+    page = tmp_path / "ten.html"
+    page.write_text(render_html(ten_variants()))
+    dom = check_page(page, tmp_path, rows=10)
+    assert 'class="textpoint"' not in dom  # plotly draws text-mode labels as textpoints: none, so none overlap
+    legends = re.findall(r'class="legendtext"[^>]*>([^<]*)<', dom)
+    assert "digits-cnn+export-onnx+quantize:mode=weight-only" in legends and "chain-5" in legends

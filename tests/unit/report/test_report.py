@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+from optikit.harness.compare import display_names
 from optikit.report.analysis import compare, verdict
 from optikit.report.html import render_html, script_json
 from optikit.report.outputs import write_outputs
@@ -111,6 +112,21 @@ def test_write_outputs_with_against_adds_the_changes(tmp_path: Path) -> None:
     assert "Changes against old.json" in paths["html"].read_text()
     assert "**Against old.json**: 1 worse" in paths["md"].read_text()
     assert "broken" in paths["csv"].read_text()
+
+
+def test_charts_stay_readable_with_ten_variants() -> None:
+    from optikit.report.figures import latency_vs_f1, quadrant
+
+    res = ten_variants()
+    names = set(display_names(res.variants))
+    for fig in (latency_vs_f1(res), quadrant(res)):
+        spec = fig.to_plotly_json()
+        scatters = [t for t in spec["data"] if t["type"] == "scatter"]
+        assert not any("text" in (t.get("mode") or "") for t in scatters)  # no names printed on the plot
+        assert names - {"baseline"} <= {t.get("name") for t in scatters}  # every variant in the legend …
+        assert spec["layout"].get("showlegend") is not False
+        assert all(t.get("hovertemplate", "").startswith(t["name"]) for t in scatters if t["mode"] == "markers")
+    assert "digits-cnn+export-onnx+quantize:mode=weight-only" in names  # … under a name that tells it apart
 
 
 def test_tables_and_report_show_the_names_that_tell_siblings_apart() -> None:
