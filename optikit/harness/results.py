@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from optikit._io import write_text_atomic
 from optikit.harness import compare
 from optikit.harness.latency import headline_ms
 
@@ -147,10 +146,3 @@ class Results:
         require(max_loss >= 0, f"max_loss must be ≥ 0, got {max_loss}")
         choice = compare.best(self, objective, batch_size=batch_size, budget_points=max_loss * 100, metric=metric)
         return choice.variant if choice else None
-
-    def to_html(self, path: str | Path) -> Path:
-        """The HTML report of these results (a convenience for the API; the report package renders it)."""
-        from optikit.report.html import render_html
-
-        write_text_atomic(Path(path), render_html(self))
-        return Path(path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from optikit.harness.compare import baseline, delta, headline_batch, ok, size_ratio, speedup
 from optikit.harness.results import Results
 from optikit.matrix.spec import BASELINE, GateRule, MaxF1Drop, MinSizeRatio, MinSpeedup, NoFailures
-from optikit.report.analysis import base_of, f1_delta_points, headline_batch, ok, size_ratio, speedup
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ def _check(rule: GateRule, group: str, results: Results) -> list[str]:
     where = f"{group}: " if group else ""
     if isinstance(rule, NoFailures):
         return [f"{where}{v.name} failed ({v.error})" for v in results.variants if v.status != "ok"]
-    base = base_of(results)
+    base = baseline(results)
     if base is None:
         return [f"{where}the baseline was not measured"]
     by_name = {v.name: v for v in results.variants}
@@ -37,18 +37,19 @@ def _check(rule: GateRule, group: str, results: Results) -> list[str]:
                 if rule.variants:  # a named variant must have been measured; "every" means every measured one
                     bad.append(f"{where}{name} was not measured")
                 continue
-            delta = f1_delta_points(v, base) or 0.0
-            if -delta > rule.points:
-                bad.append(f"{where}{name} lost {-delta:.2f} points macro-F1 (at most {rule.points:g} allowed)")
+            d = delta(v, base)
+            lost = -d.points if d is not None else 0.0
+            if lost > rule.points:
+                bad.append(f"{where}{name} lost {lost:.2f} points macro-F1 (at most {rule.points:g} allowed)")
         return bad
     v = by_name.get(rule.variant)
     if v is None or not ok(v):
         return [f"{where}{rule.variant} was not measured"]
     if isinstance(rule, MinSpeedup):
         batch = rule.batch_size or headline_batch(results)
-        ratio = speedup(v, base, batch)[0]
-        if ratio is None or ratio < rule.ratio:
-            got = "no latency" if ratio is None else f"{ratio:.2f}×"
+        s = speedup(v, base, batch)
+        if s is None or s.ratio < rule.ratio:
+            got = "no latency" if s is None else f"{s.ratio:.2f}×"
             return [f"{where}{rule.variant} is {got} at batch {batch} (at least {rule.ratio:g}× required)"]
         return []
     if isinstance(rule, MinSizeRatio):

@@ -30,11 +30,7 @@ def test_imported_modules_sees_function_level_and_from_imports(tmp_path: Path) -
     assert imported_modules(src) == {"optikit", "optikit.api", "optikit.report.html"}
 
 
-# Results.to_html still renders through the report until its owner deletes it (optikit.write_html replaces it);
-# strict, so the day it goes this marker must go too.
-MOVING = {"results.py": "Results.to_html imports optikit.report.html: it moves to optikit.api.write_html"}
-HARNESS = [pytest.param(p, id=p.name, marks=[pytest.mark.xfail(strict=True, reason=MOVING[p.name])] if p.name in MOVING
-                        else []) for p in sorted(PACKAGE.glob("harness/*.py"))]
+HARNESS = [pytest.param(p, id=p.name) for p in sorted(PACKAGE.glob("harness/*.py"))]
 
 
 @pytest.mark.parametrize("path", HARNESS)
