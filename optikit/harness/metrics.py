@@ -107,7 +107,7 @@ def flipped_examples(labels: np.ndarray, base_pred: np.ndarray, pred: np.ndarray
                      limit: int) -> list[dict[str, Any]]:
     """Every example whose prediction changed, right→wrong first (what a reader must look at), up to `limit`."""
     changed = np.flatnonzero(base_pred != pred)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in changed:
         kind = ("right_to_wrong" if base_pred[i] == labels[i] else
                 "wrong_to_right" if pred[i] == labels[i] else "wrong_to_wrong")

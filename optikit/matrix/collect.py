@@ -37,7 +37,8 @@ def group_results(matrix: Matrix, group: str, records: list[dict[str, Any]]) -> 
         meta[r["variant"]] = {"key": r.get("key"), "chain": r.get("chain", []), "seconds": r.get("seconds"),
                               "variant_path": r.get("variant_path")}
     ok_base = base_record is not None and base_record["status"] == "ok"
-    source = base_record if ok_base else next((r for r in records if r.get("status") == "ok"), {})
+    source: dict[str, Any] = (base_record if ok_base and base_record is not None
+                              else next((r for r in records if r.get("status") == "ok"), {}))
     baseline_id = rows[0].id if rows else "none"
     if ok_base:
         baseline_id = next(v.id for v in rows if v.is_baseline)

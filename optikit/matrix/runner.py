@@ -180,11 +180,11 @@ def run_cell_process(cell: Cell, matrix: Matrix) -> dict[str, Any]:
                            f"cell timed out after {matrix.cell_timeout_s:g} s")
             write_json_atomic(cell.record, record)
             return record
-    record = read_record(cell)
-    if record is None:
-        record = _died(cell, code, log, time.perf_counter() - start)
-        write_json_atomic(cell.record, record)
-    return record
+    found = read_record(cell)
+    if found is None:
+        found = _died(cell, code, log, time.perf_counter() - start)
+        write_json_atomic(cell.record, found)
+    return found
 
 
 def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bool = False,

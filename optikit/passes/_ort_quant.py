@@ -230,7 +230,7 @@ def accuracy_aware(candidates: Sequence[str], baseline_accuracy: float, max_loss
     """
     excluded: list[str] = []
     accuracy = quantize(excluded)
-    steps = [{"fp32_nodes": 0, "accuracy": accuracy, "loss": baseline_accuracy - accuracy}]
+    steps: list[dict[str, Any]] = [{"fp32_nodes": 0, "accuracy": accuracy, "loss": baseline_accuracy - accuracy}]
     scores: dict[str, float] = {}
     if baseline_accuracy - accuracy > max_loss + 1e-12:
         scores = {node: sensitivity(node) for node in candidates}

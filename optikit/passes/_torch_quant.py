@@ -119,7 +119,8 @@ def quantize_inc(config: NeuralCompressorConfig, variant: Variant, ctx: PassCont
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, weight in recovered.items():
-            fp32.get_submodule(name).weight.data.copy_(weight.to(fp32.get_submodule(name).weight.dtype))
+            target: Any = fp32.get_submodule(name)
+            target.weight.data.copy_(weight.to(target.weight.dtype))
     save_module(fp32, variant.format, out, tokenizer_from=variant.path)
     return PassOutput(variant.format, {"backend": "neural-compressor", "mode": "weight-only-rtn",
                                        "modules_quantized": len(recovered)})

@@ -126,9 +126,9 @@ def subset_layers(teacher: nn.Module, keep: tuple[int, ...]) -> nn.Module:
     for new_index, layer in enumerate(kept):
         for sub in layer.modules():  # attention caches index layers by position
             if hasattr(sub, "layer_idx"):
-                sub.layer_idx = new_index
+                setattr(sub, "layer_idx", new_index)  # noqa: B010 - a plain attribute, not a submodule
     setattr(owner, last, kept)
-    config = student.config
+    config: Any = student.config
     for attr in ("num_hidden_layers", "n_layers"):
         if hasattr(config, attr):
             setattr(config, attr, len(keep))
@@ -142,11 +142,12 @@ def feature_modules(module: nn.Module) -> list[nn.Module]:
     """Conv/linear layers in order, without the last one (its output is the logits, already matched by KL)."""
     import torch.nn as nn
 
-    return [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))][:-1]
+    layers: list[nn.Module] = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    return layers[:-1]
 
 
 def _width(m: Any) -> int:
-    return int(getattr(m, "out_channels", None) or getattr(m, "out_features", 0))
+    return int(getattr(m, "out_channels", None) or getattr(m, "out_features", None) or 0)
 
 
 def teacher_logits(teacher: nn.Module, data: Dataset, encoder: Encoder) -> torch.Tensor:

@@ -92,7 +92,7 @@ def accumulate_gradients(module: nn.Module, variant: Variant, ctx: PassContext, 
         F.cross_entropy(torch_forward(module, feeds), torch.from_numpy(chunk.labels)).backward()
 
 
-def _attention_modules(module: nn.Module) -> dict[int, nn.Module]:
+def _attention_modules(module: nn.Module) -> dict[int, Any]:
     """Layer index → BERT self-attention (the module holding query/key/value and the head bookkeeping)."""
     found = {}
     for name, m in module.named_modules():
@@ -101,7 +101,7 @@ def _attention_modules(module: nn.Module) -> dict[int, nn.Module]:
     return dict(sorted(found.items()))
 
 
-def _ffn_modules(module: nn.Module) -> dict[int, nn.Module]:
+def _ffn_modules(module: nn.Module) -> dict[int, Any]:
     found = {int(n.split("layer.")[1].split(".")[0]): m for n, m in module.named_modules()
              if n.endswith("intermediate.dense")}
     return dict(sorted(found.items()))
@@ -256,11 +256,11 @@ class StructuredPrune(Pass):
         return ({"channels_before": before["channels"], "channels_after": after["channels"],
                  "hidden_before": before["hidden"], "hidden_after": after["hidden"]}, {**architecture, **after})
 
-    def _prune_hf_image(self, module: nn.Module, example: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _prune_hf_image(self, module: Any, example: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
         """Narrows a Hugging Face ResNet's conv channels; returns its shape report and `hf-pruned` architecture."""
         import torch.nn as nn
 
-        config = module.config.to_dict()  # type: ignore[operator]
+        config = module.config.to_dict()
         convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
         classifier = [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
         classes = classifier.out_features
@@ -275,7 +275,7 @@ class StructuredPrune(Pass):
         return ({"channels_before": before, "channels_after": [m.out_channels for m in convs],
                  "layers_narrowed": len(shapes)}, {"name": HF_PRUNED, "config": config, "shapes": shapes})
 
-    def _prune_bert(self, module: nn.Module, example: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _prune_bert(self, module: Any, example: dict[str, torch.Tensor]) -> dict[str, Any]:
         import torch_pruning as tp
 
         c = self.config
@@ -314,7 +314,7 @@ class StructuredPrune(Pass):
                 "pruned_heads": {str(k): v for k, v in sorted(module.config.pruned_heads.items())}}
 
     @staticmethod
-    def _write_bert_shape(module: nn.Module, attention: dict[int, nn.Module], removed: dict[int, list[int]]) -> None:
+    def _write_bert_shape(module: Any, attention: dict[int, Any], removed: dict[int, list[int]]) -> None:
         """Makes the module and its config agree with the pruned weights, so from_pretrained rebuilds it exactly.
 
         `config.num_attention_heads` keeps the original count: from_pretrained builds the full layer and then
@@ -328,7 +328,7 @@ class StructuredPrune(Pass):
                 pruned[layer] = sorted(set(pruned.get(layer, [])) | {alive[h] for h in removed[layer]})
             att.all_head_size = att.query.out_features
             att.num_attention_heads = att.all_head_size // att.attention_head_size
-            owner = module.get_submodule(_attention_owner(module, att))
+            owner: Any = module.get_submodule(_attention_owner(module, att))
             owner.pruned_heads = set(pruned.get(layer, []))
         config.pruned_heads = {k: v for k, v in pruned.items() if v}
         widths = {m.out_features for m in _ffn_modules(module).values()}
@@ -369,7 +369,7 @@ class StructuredPrune(Pass):
         return diff
 
 
-def _strongest_head(att: nn.Module) -> int:
+def _strongest_head(att: Any) -> int:
     """The head with the largest query/key/value weight norm."""
     size = att.attention_head_size
     norms = sum(lin.weight.detach().view(-1, size, lin.weight.shape[1]).pow(2).sum((1, 2))

@@ -50,12 +50,12 @@ def head_names(module: nn.Module, variant_format: str) -> set[str]:
     return set(linears[-1:])
 
 
-def select_layers(module: nn.Module, variant_format: str, config: UnstructuredPruneConfig) -> dict[str, nn.Module]:
+def select_layers(module: nn.Module, variant_format: str, config: UnstructuredPruneConfig) -> dict[str, Any]:
     """Linear and Conv layers whose names match `include` and not `exclude` (and not the head unless asked)."""
     import torch.nn as nn
 
     heads = set() if config.prune_head else head_names(module, variant_format)
-    chosen = {}
+    chosen: dict[str, Any] = {}
     for name, m in module.named_modules():
         if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or name in heads:
             continue

@@ -154,8 +154,8 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
         chains.update({names[n]: c for n, c in batch.items()})
         run = run_matrix(_matrix(config, teacher, {names[n]: c for n, c in batch.items()}), out, resume=True,
                          executor=executor)
-        for rec in next(iter(run.records.values())):
-            records[rec["variant"]] = rec
+        for cell_record in next(iter(run.records.values())):
+            records[cell_record["variant"]] = cell_record
         for trial in asked:
             name, chain = names[trial.number], batch[trial.number]
             rec = records.get(name) if chain else records.get(BASELINE)
@@ -168,7 +168,7 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
                 outcome = TrialOutcome(trial.number, tuple(chain), dict(trial.params), name, "failed",
                                        error=(rec or {}).get("error", "no record"))
             done.append(outcome)
-            shown = f"loss {outcome.loss * 100:+.2f} pts, {config.objective} ×{outcome.cost:.3f}" \
+            shown = f"loss {(outcome.loss or 0.0) * 100:+.2f} pts, {config.objective} ×{outcome.cost or 0.0:.3f}" \
                 if outcome.status == "ok" else f"FAILED: {outcome.error}"
             echo(f"trial {trial.number + 1}/{config.trials}: {' → '.join(chain) or 'teacher'}: {shown}")
     # The teacher itself is always a candidate: a search that finds nothing faster within budget says so.
@@ -196,9 +196,11 @@ def summary(outcome: SearchOutcome, config: SearchConfig) -> str:
     lines = [f"{len(outcome.trials)} trials, {sum(t.status != 'ok' for t in outcome.trials)} failed; "
              f"Pareto set ({config.objective} ×baseline vs loss):"]
     for t in outcome.pareto:
-        lines.append(f"  {t.variant}: ×{t.cost:.3f}, loss {t.loss * 100:+.2f} pts  {' → '.join(t.chain) or 'teacher'}")
+        lines.append(f"  {t.variant}: ×{t.cost or 0.0:.3f}, loss {(t.loss or 0.0) * 100:+.2f} pts  "
+                     f"{' → '.join(t.chain) or 'teacher'}")
     b = outcome.best
     lines.append(f"best within {config.max_loss * 100:g} points: " + (
-        f"{b.variant} (×{b.cost:.3f} {config.objective}, loss {b.loss * 100:+.2f} pts): {' → '.join(b.chain) or 'teacher'}"
+        f"{b.variant} (×{b.cost or 0.0:.3f} {config.objective}, loss {(b.loss or 0.0) * 100:+.2f} pts): "
+        f"{' → '.join(b.chain) or 'teacher'}"
         if b else "none"))
     return "\n".join(lines) + "\n" + json.dumps({k: str(v) for k, v in outcome.paths.items()})
