@@ -1,4 +1,4 @@
-"""Results: one row per variant, convertible to pandas, JSON and CSV."""
+"""Results: one row per variant, convertible to pandas (a wide headline table, or one row per figure), JSON and CSV."""
 from __future__ import annotations
 
 import json
@@ -46,6 +46,49 @@ class VariantResult:
         """A row of results.json or of a matrix cell's record; keys another harness version added are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of one variant, a row of `Results.to_long_frame()`: `value` in `unit`, at `batch_size` (None for a
+    figure without one), with the 95% interval `low`–`high` where the harness measured one and, for a speedup, its
+    `source` ("interleaved" rounds or the ratio of "medians")."""
+
+    figure: str
+    value: float
+    unit: str
+    batch_size: int | None = None
+    low: float | None = None
+    high: float | None = None
+    source: str | None = None
+
+
+# (figure, the row's field, the key in it, unit): the variant's own figures, in the order the long frame lists them.
+_OWN: tuple[tuple[str, str, str, str], ...] = (
+    ("size_bytes", "size", "bytes_on_disk", "bytes"), ("weight_bytes", "size", "weight_bytes", "bytes"),
+    ("compressed_bytes", "size", "compressed_bytes", "bytes"), ("parameters", "size", "parameters", "count"),
+    ("nonzero_parameters", "size", "nonzero_parameters", "count"),
+    *((m, "alignment", m, "fraction") for m in ("accuracy", "precision_macro", "recall_macro", "f1_macro",
+                                                "precision_weighted", "recall_weighted", "f1_weighted")),
+    ("log_loss", "capability", "log_loss", "nats"), ("brier", "capability", "brier", "score"),
+    ("ece", "capability", "ece", "fraction"),
+    ("agreement", "fidelity", "agreement", "fraction"), ("kl_mean", "fidelity", "kl_mean", "nats"),
+    ("flips_right_to_wrong", "fidelity", "flips_right_to_wrong", "count"),
+    ("flips_wrong_to_right", "fidelity", "flips_wrong_to_right", "count"),
+    ("suite_pass_rate", "behavioral", "pass_rate", "fraction"),
+)
+UNITS = {name: unit for name, _, _, unit in _OWN}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
+
+
+# The columns of `Results.to_long_frame()`, in order.
+LONG_COLUMNS = ("variant", "display_name", "variant_id", "batch_size", "figure", "value", "low", "high", "unit",
+                "source")
 
 
 @dataclass
@@ -129,6 +172,68 @@ class Results:
                 row["error"] = v.error
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def figures(self, v: VariantResult) -> list[Figure]:
+        """Every figure of `v` with its unit, and its comparison against the baseline (speedups, size ratio, metric
+        deltas with their intervals, all from `optikit.harness.compare`): `v`'s rows of `to_long_frame`. None for a
+        failed variant; no comparison when the baseline was not measured."""
+        if v.status != "ok":
+            return []
+        base = compare.baseline(self)
+        out: list[Figure] = []
+        for lat in sorted(v.latency, key=lambda row: row["batch_size"]):
+            b = lat["batch_size"]
+            out.append(Figure("latency_ms", headline_ms(lat), "ms", b))
+            out += [Figure(key, x, "ms", b) for key in ("p50_ms", "p90_ms", "p99_ms")
+                    if (x := _number(lat.get(key))) is not None]
+            for key, unit in (("throughput_per_s", "per_s"), ("interference", "fraction")):
+                if (x := _number(lat.get(key))) is not None:
+                    out.append(Figure(key, x, unit, b))
+            if (x := _number(v.tokenization_ms.get(str(b)))) is not None:
+                out.append(Figure("tokenization_ms", x, "ms", b))
+            s = compare.speedup(v, base, b) if base is not None else None
+            if s is not None:
+                out.append(Figure("speedup", s.ratio, "ratio", b, s.low, s.high, s.source))
+        if base is not None and (r := compare.size_ratio(v, base)) is not None:
+            out.append(Figure("size_ratio", r, "ratio"))
+        for name, part, key, unit in _OWN:
+            if (x := _number(getattr(v, part).get(key))) is not None:
+                out.append(Figure(name, x, unit))
+        if base is not None:
+            found = compare.deltas(v, base)
+            for metric in ("accuracy", "f1_macro"):  # results without bootstrap intervals still state these
+                if metric not in found and (d := compare.delta(v, base, metric)) is not None:
+                    found[metric] = d
+            for metric, d in found.items():
+                if metric in compare.ALIGNMENT:
+                    low, high = d.interval_points or (None, None)
+                    out.append(Figure(f"{metric}_delta_points", d.points, "points", None, low, high))
+                else:
+                    out.append(Figure(f"{metric}_delta", d.value, UNITS.get(metric, "?"), None, d.low, d.high))
+        p = _number((v.significance.get("mcnemar") or {}).get("p_value"))
+        if p is not None:
+            out.append(Figure("mcnemar_p", p, "probability"))
+        if (x := _number(v.peak_rss_mb)) is not None:
+            out.append(Figure("peak_rss_mb", x, "MiB"))
+        return out
+
+    def to_long_frame(self) -> Any:
+        """One row per variant × batch size × figure (the columns of LONG_COLUMNS), tidy for plotting and joins.
+
+        `variant` is the row's own name, `display_name` the one that tells siblings apart; `batch_size` is empty for
+        a figure without one; `low`–`high` is the 95% interval where the harness measured one (interleaved
+        speedups, paired-bootstrap metric deltas); `unit` is ms, per_s, bytes, ratio, fraction, points (deltas of
+        accuracy and F1: ×100), count, nats, score, probability or MiB; `source` says where a speedup comes from.
+        A failed variant has no rows (`to_frame` keeps its error).
+        """
+        import pandas as pd
+
+        rows = [{"variant": v.name, "display_name": name, "variant_id": v.id, **asdict(f)}
+                for v, name in zip(self.variants, compare.display_names(self.variants), strict=True)
+                for f in self.figures(v)]
+        frame = pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+        frame["batch_size"] = frame["batch_size"].astype("Int64")
+        return frame
 
     def best(self, max_loss: float = 0.01, *, metric: str = "f1_macro", objective: compare.Objective = "latency",
              batch_size: int | None = None) -> VariantResult | None:
