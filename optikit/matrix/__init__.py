@@ -47,12 +47,13 @@ def with_data(matrix: Matrix, data: str | None) -> Matrix:
 def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False, fail_fast: bool = False,
                  echo: Callable[[str], None] = lambda s: None, executor: ExecutorConfig | None = None,
                  tracking: TrackingConfig | None = None) -> MatrixOutcome:
-    """Runs the matrix into `out` and writes results.json, results.csv, summary.md and report.html.
+    """Runs the matrix into `out` and writes results.json, results.csv, results-long.csv, summary.md and report.html.
 
-    One teacher×device group writes straight into `out`; several write one folder each plus a combined summary.md.
+    One teacher×device group writes straight into `out`; several write one folder each plus, in `out`, a combined
+    summary.md, results.csv and results-long.csv (their `teacher` and `device` columns tell the groups apart).
     """
     from optikit._io import write_text_atomic
-    from optikit.report.outputs import write_outputs
+    from optikit.report.outputs import write_combined, write_outputs
     from optikit.report.summary import summary_markdown
 
     matrix = matrix if isinstance(matrix, Matrix) else load_matrix(matrix)
@@ -67,6 +68,7 @@ def bench_matrix(matrix: Matrix | str | Path, out: Path, *, resume: bool = False
         written = write_outputs(results, target, title=f"optikit bench {matrix.name}")
         paths.update(written if len(groups) == 1 else {f"{g}:{k}": p for k, p in written.items()})
     if len(groups) > 1:
+        paths.update(write_combined(groups, out))
         paths["md"] = out / "summary.md"
         write_text_atomic(paths["md"], summary_markdown(groups, title=f"optikit bench {matrix.name}", gate=gate_dicts))
     if tracking is not None:

@@ -108,7 +108,8 @@ def test_compare_names_what_got_better_and_worse() -> None:
 
 def test_write_outputs_with_against_adds_the_changes(tmp_path: Path) -> None:
     paths = write_outputs(fake_results(int8_f1=0.87), tmp_path, against=fake_results(), against_name="old.json")
-    assert {p.name for p in paths.values()} == {"results.json", "results.csv", "summary.md", "report.html"}
+    assert {p.name for p in paths.values()} == {"results.json", "results.csv", "results-long.csv", "summary.md",
+                                                "report.html"}
     assert "Changes against old.json" in paths["html"].read_text()
     assert "**Against old.json**: 1 worse" in paths["md"].read_text()
     assert "broken" in paths["csv"].read_text()
