@@ -283,14 +283,16 @@ def load_table(path: str | Path, text_cols: tuple[str, ...] | list[str], label_c
     return load_data(path, text_cols=text_cols, label_col=label_col)
 
 
-def _check_hash(path: str, expected: str | None, what: str) -> Path:
-    file = Path(path)
+def _verified(path: str | Path, expected: str | None, what: str) -> Path:
+    """`path`, once its content hash is the one the variant recorded (checked before a byte of it is parsed)."""
+    file = Path(path).expanduser()
     if not file.exists():
-        raise DataError(f"{what} {path} does not exist (moved?): pass --data (and --test-data) pointing at it; "
+        raise DataError(f"{what} {file} does not exist (moved?): pass --data (and --test-data) pointing at it; "
                         f"its sha256 must be {expected}")
-    if expected and content_sha256(file) != expected:
-        raise DataError(f"{what} {path} has sha256 {content_sha256(file)}, but the variant was made with {expected}: "
-                        "pass the original file with --data, or import the model again on the new data")
+    found = content_sha256(file)
+    if expected and found != expected:
+        raise DataError(f"{what} {file.name} has sha256 {found}, but the variant was made with {expected}: pass the "
+                        "file the variant was made with, or import the model again on this data")
     return file
 
 
@@ -300,8 +302,8 @@ def load_dataset(spec: DataSpec, label_names: tuple[str, ...] | None = None) -> 
         return load_digits()
     if spec.path is None:
         raise DataError("the data spec names no file: pass --data PATH")
-    path = _check_hash(spec.path, spec.sha256, "data")
-    test = _check_hash(spec.test_path, spec.test_sha256, "test data") if spec.test_path else None
+    path = _verified(spec.path, spec.sha256, "data")
+    test = _verified(spec.test_path, spec.test_sha256, "test data") if spec.test_path else None
     return load_data(path, text_cols=spec.text_cols, label_col=spec.label_col, image_col=spec.image_col,
                      label_names=label_names, test_path=test, split_col=spec.split_col, image_size=spec.image_size,
                      channels=spec.channels)
@@ -310,22 +312,7 @@ def load_dataset(spec: DataSpec, label_names: tuple[str, ...] | None = None) -> 
 def repoint(spec: DataSpec, data: str | Path | None = None, test_data: str | Path | None = None) -> DataSpec:
     """The same data at a new place (a moved variant): the content must match what the variant recorded."""
     if data is not None:
-        found = content_sha256(_exists(data))
-        if spec.sha256 and found != spec.sha256:
-            raise DataError(f"{data} has sha256 {found}, but the variant was made with {spec.sha256}: pass the "
-                            "file the variant was made with, or import the model again on this data")
-        spec = replace(spec, path=str(Path(data).expanduser().resolve()))
+        spec = replace(spec, path=str(_verified(data, spec.sha256, "data").resolve()))
     if test_data is not None:
-        found = content_sha256(_exists(test_data))
-        if spec.test_sha256 and found != spec.test_sha256:
-            raise DataError(f"{test_data} has sha256 {found}, but the variant's test set has {spec.test_sha256}: "
-                            "pass the test file the variant was made with")
-        spec = replace(spec, test_path=str(Path(test_data).expanduser().resolve()))
+        spec = replace(spec, test_path=str(_verified(test_data, spec.test_sha256, "test data").resolve()))
     return spec
-
-
-def _exists(path: str | Path) -> Path:
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise DataError(f"data {file} does not exist: pass an existing file or folder")
-    return file

@@ -115,13 +115,18 @@ def test_every_refusal_is_one_line_exit_2_and_writes_nothing(case, user_model, o
     assert imports_written(optikit_home) == written and not (tmp_path / "out").exists()
 
 
+def int8_beside_its_data(model: Path, text_csv: Path, project: Path, capsys) -> Path:
+    """A project folder holding a copy of the data and, under variants/, the int8 variant made from it."""
+    project.mkdir()
+    shutil.copy(text_csv, project / "data.csv")
+    out = run_ok(["compress", str(model), "--data", str(project / "data.csv"), *COLS, "--pass", "quantize",
+                  "--out", str(project / "variants")], capsys).out
+    return Path(out.strip().splitlines()[-1].strip())
+
+
 def test_a_moved_variant_benches_with_its_data_and_refuses_the_wrong_file(user_model, text_csv, tmp_path, capsys):
     home = tmp_path / "a"
-    home.mkdir()
-    shutil.copy(text_csv, home / "data.csv")
-    out = run_ok(["compress", str(user_model), "--data", str(home / "data.csv"), *COLS, "--pass", "quantize",
-                  "--out", str(home / "variants")], capsys).out
-    int8 = Path(out.strip().splitlines()[-1].strip())
+    int8 = int8_beside_its_data(user_model, text_csv, home, capsys)
     moved, data = tmp_path / "b" / "int8", tmp_path / "c" / "data.csv"
     moved.parent.mkdir()
     data.parent.mkdir()
@@ -142,11 +147,7 @@ def test_a_moved_variant_benches_with_its_data_and_refuses_the_wrong_file(user_m
 
 def test_a_variant_tree_copied_with_its_data_benches_where_it_lands(user_model, text_csv, tmp_path, capsys):
     project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(text_csv, project / "data.csv")
-    out = run_ok(["compress", str(user_model), "--data", str(project / "data.csv"), *COLS, "--pass", "quantize",
-                  "--out", str(project / "variants")], capsys).out
-    int8 = Path(out.strip().splitlines()[-1].strip())
+    int8 = int8_beside_its_data(user_model, text_csv, project, capsys)
     assert json.loads((int8 / "variant.json").read_text())["data"]["path"] == "../../data.csv"
     copied = shutil.copytree(project, tmp_path / "elsewhere" / "project")
     shutil.rmtree(project)
