@@ -299,26 +299,6 @@ def best(results: Results, objective: Objective = "latency", *, batch_size: int 
                   check, v is base)
 
 
-def headline_figures(results: Results, v: VariantResult) -> dict[str, float]:
-    """The figures a tracker logs for `v` against the baseline: speedup per batch size, size ratio, metric deltas."""
-    base = baseline(results)
-    if base is None or not ok(v):
-        return {}
-    out: dict[str, float] = {}
-    for b in batch_sizes(results):
-        s = speedup(v, base, b)
-        if s is not None:
-            out[f"speedup_b{b}"] = s.ratio
-    r = size_ratio(v, base)
-    if r is not None:
-        out["size_ratio"] = r
-    for m in ("accuracy", "f1_macro"):
-        d = delta(v, base, m)
-        if d is not None:
-            out[f"{m}_delta_points"] = d.points
-    return out
-
-
 def _steps(lineage: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     """Lineage labels (`quantize:mode=static,per_channel=True`) as (pass, options)."""
     steps = []

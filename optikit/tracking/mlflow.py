@@ -1,7 +1,9 @@
-"""MLflow tracking: one parent run per bench (or matrix), one nested run per variant — params, metrics, artifacts."""
+"""MLflow tracking: one parent run per bench (or matrix), one nested run per variant — params, headline metrics,
+tables and the variant folder."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -10,25 +12,25 @@ from typing import Any
 
 from optikit.config import require
 from optikit.errors import ConfigError, MissingDependencyError
-from optikit.harness import compare
 from optikit.harness.results import Results, VariantResult
 
 # MLflow's own limits (3.x): keys up to 250 characters, param values up to 6000, 1000 metrics / 100 params a batch.
 _KEY = re.compile(r"[^A-Za-z0-9_\-. /]+")
 MAX_KEY, MAX_PARAM_VALUE, METRIC_BATCH, PARAM_BATCH = 250, 6000, 1000, 100
-# Bulky or duplicated parts of a row: the flip lists are examples, not figures; per-class tables stay (they are).
-_SKIP = {"flipped", "examples", "cases", "regressions", "rounds"}
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where runs go: `tracking_uri` (default a SQLite store in the output folder) and the experiment name."""
+    """Where runs go: `tracking_uri` (default a SQLite store in the output folder) and the experiment name;
+    `max_artifact_mb`: a variant folder's files larger than this are listed, not logged (a MiniLM's weights)."""
 
     tracking_uri: str | None = None
     experiment: str = "optikit"
+    max_artifact_mb: float = 50.0
 
     def __post_init__(self) -> None:
         require(bool(self.experiment.strip()), "the MLflow experiment name must not be empty")
+        require(self.max_artifact_mb >= 0, f"max_artifact_mb must be ≥ 0, got {self.max_artifact_mb}")
 
 
 def _client(uri: str) -> Any:
@@ -48,38 +50,66 @@ def _key(text: str) -> str:
     return _KEY.sub("_", text)[:MAX_KEY]
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, float]:
-    """Every numeric figure under `value` as `a.b.c` keys; lists of per-batch rows are keyed by their batch size."""
+# The figures logged as a variant run's metrics (the per-batch ones as `NAME.bN`), those of them logged with their
+# 95% interval (`NAME_low`, `NAME_high`), and where every other figure goes: the run's tables. ~25 metrics a run at
+# two batch sizes, 37 at four, where flattening every field of a row gave hundreds.
+METRICS = ("latency_ms", "throughput_per_s", "speedup", "size_bytes", "parameters", "nonzero_parameters",
+           "size_ratio", "accuracy", "f1_macro", "f1_weighted", "log_loss", "ece", "agreement",
+           "accuracy_delta_points", "f1_macro_delta_points", "mcnemar_p", "suite_pass_rate", "peak_rss_mb")
+WITH_INTERVAL = ("speedup", "f1_macro_delta_points")
+
+
+def metric_key(figure: str, batch_size: int | None = None) -> str:
+    """`latency_ms.b32` for a figure at batch 32, `f1_macro` for one without a batch size."""
+    return figure if batch_size is None else f"{figure}.b{batch_size}"
+
+
+def variant_metrics(row: VariantResult, results: Results) -> dict[str, float]:
+    """The headline figures of `row` (its comparison against the baseline from `optikit.harness.compare`, through
+    `Results.figures`), keyed by `metric_key`."""
     out: dict[str, float] = {}
-    if isinstance(value, bool) or value is None:
-        return out
-    if isinstance(value, int | float):
-        if value == value and abs(value) != float("inf"):  # MLflow rejects NaN/inf in some stores
-            out[_key(prefix)] = float(value)
-        return out
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if str(k) not in _SKIP:
-                out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            tag = f"b{item['batch_size']}" if isinstance(item, Mapping) and "batch_size" in item else str(i)
-            out.update(flatten({k: v for k, v in item.items() if k != "batch_size"} if isinstance(item, Mapping)
-                               else item, f"{prefix}.{tag}"))
+    for f in results.figures(row):
+        if f.figure not in METRICS or f.value != f.value or abs(f.value) == float("inf"):
+            continue  # MLflow rejects NaN/inf in some stores
+        out[metric_key(f.figure, f.batch_size)] = f.value
+        if f.figure in WITH_INTERVAL and f.low is not None and f.high is not None:
+            out[metric_key(f"{f.figure}_low", f.batch_size)] = f.low
+            out[metric_key(f"{f.figure}_high", f.batch_size)] = f.high
     return out
 
 
-def variant_metrics(row: VariantResult, results: Results | None = None) -> dict[str, float]:
-    """Every figure of `row`, plus (given its `results`) the comparison against the baseline as `vs_baseline.*`:
-    the speedup per batch size, the size ratio and the metric deltas that the report and the gate state."""
-    d = asdict(row)
-    figures = {k: d[k] for k in ("latency", "tokenization_ms", "size", "alignment", "capability", "fidelity",
-                                 "significance", "quadrant", "behavioral", "speedup", "diagnostics")}
-    figures["peak_rss_mb"] = row.peak_rss_mb
-    if results is not None:
-        figures["vs_baseline"] = compare.headline_figures(results, row)
-    return flatten(figures)
+def variant_tables(row: VariantResult, results: Results) -> dict[str, list[dict[str, Any]]]:
+    """The tables of a variant run: every figure with its unit and interval (its rows of the long frame), each
+    latency block's median per batch size, and the reliability bins behind the ECE."""
+    blocks = [{"batch_size": lat["batch_size"], "block": i, "p50_ms": ms}
+              for lat in row.latency for i, ms in enumerate(lat.get("block_p50_ms") or [])]
+    return {"tables/figures.json": [asdict(f) for f in results.figures(row)],
+            "tables/latency_blocks.json": blocks,
+            "tables/reliability.json": list(row.capability.get("reliability") or [])}
+
+
+def log_variant_folder(client: Any, run_id: str, folder: Path, max_bytes: int) -> list[str]:
+    """Logs every file of the variant folder under `variant/`, except files over `max_bytes` (the weights of a
+    large model): those are listed in `variant/SKIPPED.txt` and the `optikit.artifact_skipped` tag instead, so the
+    manifest, the tokenizer and the configs are logged whatever the model's size. Returns the files skipped."""
+    skipped: list[str] = []
+    for root, dirs, files in os.walk(folder):  # symlinked folders are not followed
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            rel = path.relative_to(folder)
+            size = path.stat().st_size
+            if size > max_bytes:
+                skipped.append(f"{rel.as_posix()} ({size / 1e6:.1f} MB)")
+                continue
+            client.log_artifact(run_id, str(path), artifact_path="/".join(("variant", *rel.parent.parts)))
+    if skipped:
+        client.log_text(run_id, f"files over {max_bytes / 1e6:g} MB, not logged (they stay in {folder}):\n"
+                        + "\n".join(skipped) + "\n", "variant/SKIPPED.txt")
+        client.set_tag(run_id, "optikit.artifact_skipped", ", ".join(skipped)[:5000])
+    return skipped
 
 
 def variant_params(row: VariantResult, manifest: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, str]:
@@ -109,6 +139,14 @@ def _log(client: Any, run_id: str, params: Mapping[str, str], metrics: Mapping[s
     values = list(metrics.items())
     for i in range(0, len(values), METRIC_BATCH):
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values[i:i + METRIC_BATCH]])
+
+
+def _log_table(client: Any, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
+    if not rows:
+        return
+    import pandas as pd
+
+    client.log_table(run_id, pd.DataFrame(rows), name)
 
 
 def _manifest(path: str | None) -> dict[str, Any] | None:
@@ -170,21 +208,27 @@ def track(groups: Mapping[str, Results], paths: Mapping[str, Path], out: Path, *
                 run = client.create_run(experiment, run_name=f"{group}/{row.name}" if len(groups) > 1 else row.name,
                                         tags={"mlflow.parentRunId": pid, "optikit.group": group,
                                               "optikit.status": row.status, **(tags or {})})
-                manifest = _manifest(where.get(row.name))
+                folder = where.get(row.name)
+                manifest = _manifest(folder)
                 _log(client, run.info.run_id, variant_params(row, manifest, {"group": group}),
                      variant_metrics(row, results) if row.status == "ok" else {})
                 if row.error:
                     client.set_tag(run.info.run_id, "optikit.error", row.error[:5000])
-                if manifest is not None:
-                    client.log_dict(run.info.run_id, manifest, "variant.json")
+                if row.status == "ok":
+                    for name, table in variant_tables(row, results).items():
+                        _log_table(client, run.info.run_id, table, name)
+                if folder and Path(folder).is_dir():
+                    log_variant_folder(client, run.info.run_id, Path(folder), int(config.max_artifact_mb * 1e6))
                 client.set_terminated(run.info.run_id, "FINISHED" if row.status == "ok" else "FAILED")
         first = next(iter(groups.values()))
         settings = {f"settings.{k}": json.dumps(v, default=str) for k, v in first.settings.items()
                     if k not in ("matrix", "gate")}
         _log(client, pid, {_key(k): v[:MAX_PARAM_VALUE] for k, v in settings.items()}, {})
-        for p in paths.values():
-            if Path(p).is_file():
-                client.log_artifact(pid, str(p), artifact_path="report")
+        for key, p in paths.items():
+            if Path(p).is_file():  # a matrix of several groups keys each group's files `GROUP:kind`
+                group = key.partition(":")[0] if ":" in key else ""
+                client.log_artifact(pid, str(p), artifact_path="report/" + _key(group.replace("@", "-at-"))
+                                    if group else "report")
     except Exception:
         status = "FAILED"
         raise

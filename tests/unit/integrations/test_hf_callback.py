@@ -112,7 +112,9 @@ def test_callback_nests_its_mlflow_run_under_the_trainers_and_notes_the_seeded_s
     assert child.data.tags["mlflow.parentRunId"] == trainer_run.info.run_id
     variant_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == child.info.run_id]
     assert sorted(r.info.run_name for r in variant_runs) == sorted([callback.outcome.teacher.name, "sparse"])
-    assert any(k.startswith("alignment.accuracy") for r in variant_runs for k in r.data.metrics)
+    assert all({"accuracy", "f1_macro", "latency_ms.b1", "size_ratio"} <= set(r.data.metrics) for r in variant_runs)
+    sparse = next(r for r in variant_runs if r.info.run_name == "sparse")
+    assert "variant/variant.json" in {a.path for a in client.list_artifacts(sparse.info.run_id, "variant")}
 
     notes = callback.outcome.results.task["notes"]
     assert notes[0].startswith("the Trainer had no eval_dataset: the test set is optikit's seeded split")
