@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -134,3 +135,38 @@ def test_a_narrowed_matrix_runs_only_the_variants_kept(two_cell_run: Path, digit
     assert "narrowed to baseline, onnx (gate rules: none)" in capsys.readouterr().err
     assert [v["name"] for v in json.loads((out / "results.json").read_text())["variants"]] == ["baseline", "onnx"]
     assert not list((out / "cells").rglob("int8.*"))
+
+
+def test_a_matrix_of_two_teachers_writes_one_combined_csv_of_each_kind(digits_teacher, tmp_path: Path) -> None:
+    import pandas as pd
+
+    # One teacher under two labels: two teacher×device groups, one baseline cell each.
+    m = tmp_path / "two-teachers.toml"
+    m.write_text(textwrap.dedent(f'''
+        name = "two-teachers"
+        batch_sizes = [1]
+        threads = 1
+        [[teachers]]
+        model = "{digits_teacher.path}"
+        label = "first"
+        [[teachers]]
+        model = "{digits_teacher.path}"
+        label = "second"
+        [latency]
+        min_iterations = 5
+        min_seconds = 0.05
+        warmup_max = 10
+        [variants]
+    '''))
+    out = tmp_path / "out"
+    assert run_cli("bench", str(m), "--out", str(out)) == 0
+    for group in ("first-at-cpu", "second-at-cpu"):
+        frame = pd.read_csv(out / group / "results.csv")
+        assert (frame.loc[0, "teacher"], frame.loc[0, "device"]) == (group.split("-at-")[0], "cpu")
+        assert (out / group / "results-long.csv").is_file()
+    wide = pd.read_csv(out / "results.csv")
+    assert list(zip(wide["teacher"], wide["device"], wide["variant"], strict=True)) == [
+        ("first", "cpu", "baseline"), ("second", "cpu", "baseline")]
+    long = pd.read_csv(out / "results-long.csv")
+    assert set(long["teacher"]) == {"first", "second"}
+    assert len(long[(long["figure"] == "latency_ms") & (long["batch_size"] == 1)]) == 2
