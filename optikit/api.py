@@ -253,8 +253,8 @@ def demo(out: str | Path | None = None, *, threads: int | None = None,
 def write_report(results: Results, out: str | Path, *, title: str = "optikit bench", against: Results | None = None,
                  against_name: str | None = None, budget_points: float | None = None,
                  write_json: bool = True) -> dict[str, Path]:
-    """Writes results.json, results.csv, summary.md and report.html under `out`; returns their paths by kind
-    (json, csv, md, html). `against` (an earlier run's Results) adds what got better or worse since then.
+    """Writes results.json, results.csv, results-long.csv, summary.md and report.html under `out`; returns their
+    paths by kind (json, csv, long_csv, md, html). `against` (an earlier run's Results) adds what got better or worse since then.
 
     Example:
         paths = optikit.write_report(results, "reports/mine")

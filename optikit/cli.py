@@ -77,7 +77,7 @@ def demo(out: Path | None, threads: int | None) -> None:
     """Teach the embedded default (digits-cnn), export it to ONNX, quantize to int8, bench all three."""
     results, paths = api.demo(out, threads=threads)
     api.print_table(results)
-    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
+    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['long_csv']}, {paths['md']}, {paths['html']}")
 
 
 @cli.command()
@@ -248,7 +248,7 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     target = out or api.default_report_dir()
     paths = api.write_report(results, target)
     api.print_table(results)
-    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}, {paths['html']}")
+    click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['long_csv']}, {paths['md']}, {paths['html']}")
     if track is not None:
         run_id = api.track_bench(results, paths, target, variants=resolved, tracking_uri=tracking_uri,
                                  experiment=experiment)

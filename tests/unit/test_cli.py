@@ -62,7 +62,7 @@ def seen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Seen:
 
     def write_report(results: Any, out: Any, **kwargs: Any) -> dict[str, Path]:
         seen.report_dir = out
-        return {k: Path(f"x.{k}") for k in ("json", "csv", "md", "html")}
+        return {k: Path(f"x.{k}") for k in ("json", "csv", "long_csv", "md", "html")}
 
     def track(results: Any, paths: Any, out: Any, **kwargs: Any) -> str:
         seen.track = kwargs
