@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from optikit._quiet import quiet_libraries
 from optikit.errors import ConfigError
 from optikit.harness.bench import BenchConfig
 from optikit.harness.bench import bench as _bench
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MIN_SECONDS", "PassInfo", "bench", "bench_matrix", "compress", "compress_chain", "data_options",
            "default_report_dir", "demo", "import_model", "list_passes", "list_recipes", "load", "load_matrix",
-           "print_table", "render_report", "resolve_bench_models", "search", "search_summary", "teach", "track_bench",
-           "write_html", "write_report"]
+           "print_table", "quiet_libraries", "render_report", "resolve_bench_models", "search", "search_summary", "teach",
+           "track_bench", "write_html", "write_report"]
 
 PassSpec = str | Pass | tuple[str, Mapping[str, Any]]
 ModelSpec = str | Path | Variant | None

@@ -15,20 +15,6 @@ from optikit.errors import ConfigError, OptikitError
 EXIT_USAGE = 2
 
 
-def _quiet_libraries() -> None:
-    """Library chatter (exporter registration, deprecations) drowns the results a user ran us for."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxruntime|transformers)\..*")
-    for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "transformers", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local paths or packages, never the hub
-
-
 def _split_cols(value: str | None) -> tuple[str, ...] | None:
     return tuple(c.strip() for c in value.split(",") if c.strip()) if value else None
 
@@ -341,7 +327,7 @@ def students() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: OptikitError → `optikit: error: …` on stderr and exit 2 (OPTIKIT_DEBUG=1 shows the traceback)."""
-    _quiet_libraries()
+    api.quiet_libraries()
     try:
         cli.main(args=argv, prog_name="optikit", standalone_mode=False)
     except click.exceptions.Abort:

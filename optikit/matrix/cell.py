@@ -58,9 +58,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from optikit.cli import _quiet_libraries
+    from optikit._quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     start = time.perf_counter()
     try:

@@ -43,3 +43,9 @@ def test_cli_imports_only_the_api_and_the_errors() -> None:
     allowed = {"optikit", "optikit.api", "optikit.errors"}  # `from optikit import api` names the package itself
     wrong = sorted(imported_modules(PACKAGE / "cli.py") - allowed)
     assert not wrong, f"cli.py imports {wrong}: give the CLI what it needs through optikit.api"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("cli.py", "__main__.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_nothing_in_the_package_imports_the_cli(path: Path) -> None:
+    assert "optikit.cli" not in imported_modules(path), f"{path.name} imports the CLI: the CLI sits on top of the API"

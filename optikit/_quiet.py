@@ -1,0 +1,18 @@
+"""Quiet third-party chatter in the processes optikit runs: the command line and each matrix cell."""
+from __future__ import annotations
+
+import os
+
+
+def quiet_libraries() -> None:
+    """Library chatter (exporter registration, deprecations) drowns the results a user ran us for."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxruntime|transformers)\..*")
+    for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "transformers", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local paths or packages, never the hub
