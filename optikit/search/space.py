@@ -21,6 +21,9 @@ class SearchSpace:
     recover_epochs: tuple[int, int] = (1, 4)
     calibrations: tuple[str, ...] = ("minmax", "entropy", "percentile")
     max_loss: float | None = None  # handed to quantize so its fp32 fallback respects the search's budget
+    # The baseline's format: an ONNX-only model (imported from a .onnx file) has no torch weights to prune,
+    # distill or export, so its only lever is quantization.
+    teacher_format: str = "torch"
 
     def __post_init__(self) -> None:
         lo, hi = self.prune_amount
@@ -30,7 +33,8 @@ class SearchSpace:
     def suggest(self, trial: Any) -> list[str]:
         """One chain of pass specs (`name:key=value,…`) from the trial's choices; empty means the teacher itself."""
         chain: list[str] = []
-        shrinks = ["none", "prune", *(["distill"] if self.students else [])]
+        onnx_only = self.teacher_format == "onnx"
+        shrinks = ["none"] if onnx_only else ["none", "prune", *(["distill"] if self.students else [])]
         shrink = trial.suggest_categorical("shrink", shrinks)
         if shrink == "prune":
             amount = trial.suggest_float("prune_amount", *self.prune_amount, step=0.05)
@@ -38,9 +42,10 @@ class SearchSpace:
             chain.append(f"prune-structured:amount={amount:.2f},recover=finetune,recover_epochs={epochs}")
         elif shrink == "distill":
             chain.append(f"distill:student={trial.suggest_categorical('student', list(self.students))}")
-        runtime = trial.suggest_categorical("runtime", ["torch", "onnx"])
+        runtime = trial.suggest_categorical("runtime", ["onnx"] if onnx_only else ["torch", "onnx"])
         if runtime == "onnx":
-            chain.append("export-onnx")
+            if not onnx_only:
+                chain.append("export-onnx")
             quant = trial.suggest_categorical("quantize", ["none", "dynamic", "static"])
             budget = f",max_loss={self.max_loss:g}" if self.max_loss is not None else ""
             per_channel = trial.suggest_categorical("per_channel", [True, False]) if quant != "none" else True

@@ -139,7 +139,8 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
     # Trains, imports or reuses the baseline once, here; the trials then start from its variant directory.
     teacher_variant = resolve_model(config.model, options=data_options(config.data, **dict(config.data_keys)))
     teacher = TeacherSpec(recipe=str(teacher_variant.path), label=teacher_variant.name)
-    space = SearchSpace(students=students_for(teacher_variant), max_loss=config.max_loss)
+    space = SearchSpace(students=students_for(teacher_variant), max_loss=config.max_loss,
+                        teacher_format=teacher_variant.format)
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(4, config.trials // 3),
                                          multivariate=True)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler, study_name="optikit-search")

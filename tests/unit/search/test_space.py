@@ -34,6 +34,22 @@ def test_every_chain_the_space_builds_is_a_valid_plan() -> None:
     assert students_for("torch") == ("cnn-small",)
 
 
+def test_an_onnx_only_baseline_is_offered_quantization_alone() -> None:
+    from optikit.passes.base import make_pass, plan_chain
+
+    space = SearchSpace(students=(), max_loss=0.01, teacher_format="onnx")
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    chains = []
+    for _ in range(20):
+        trial = study.ask()
+        chain = space.suggest(trial)
+        plan_chain("onnx", [make_pass(s) for s in chain])  # every chain is one an ONNX model can take
+        chains.append(chain)
+        study.tell(trial, [1.0, 0.0])
+    assert all(step.startswith("quantize:") for chain in chains for step in chain)
+    assert any(chains) and any(not c for c in chains)
+
+
 def _row(name: str, f1: float, p50: float, size: int, baseline: bool = False) -> VariantResult:
     return VariantResult(id=name, name=name, format="onnx", lineage=[], parent=None, is_baseline=baseline,
                          alignment={"f1_macro": f1, "accuracy": f1}, size={"bytes_on_disk": size},
