@@ -15,7 +15,7 @@ from optikit.harness.latency import DEFAULT_MIN_SECONDS, LatencyConfig
 from optikit.harness.results import Results
 from optikit.harness.significance import SignificanceConfig
 from optikit.harness.timing import SpeedupConfig
-from optikit.importing import DataOptions, detect, format_of, with_data
+from optikit.importing import DataOptions, Detected, detect, with_data
 from optikit.passes.base import Pass, PassContext, make_pass, plan_chain, run_chain
 from optikit.runners import default_threads
 from optikit.teach import optikit_home, resolve_model, teach
@@ -100,18 +100,24 @@ def import_model(model: str | Path | Any, data: Any = None, **options: Any) -> V
     return _variant(model, data, options)
 
 
-def _start_format(model: Any) -> str | None:
-    """The format `model` will have, known without importing it, so a chain is checked before any work."""
-    if isinstance(model, Variant):
-        return model.format
-    if model is None or _is_module(model):
+def _on_disk(model: Any) -> Detected | None:
+    """What a model path holds (read, not imported); None for a Variant, an in-memory module or a teacher name."""
+    if model is None or isinstance(model, Variant) or _is_module(model):
         return None
     from optikit.recipes import builtin_recipes
 
     text = str(_session_path(model))
     if text in builtin_recipes("teachers") or text.endswith(".toml"):
         return None
-    return format_of(text)
+    return detect(text)
+
+
+def _start_format(model: Any) -> str | None:
+    """The format `model` will have, known without importing it, so a chain is checked before any work."""
+    if isinstance(model, Variant):
+        return model.format
+    found = _on_disk(model)
+    return found.format if found is not None else None
 
 
 def compress_chain(model: ModelSpec | Any, passes: Sequence[PassSpec], *, data: Any = None,
@@ -195,14 +201,11 @@ def resolve_bench_models(models: Sequence[ModelSpec | Any], data: Any = None, te
     if not models:
         raise ConfigError("nothing to bench: give at least one model or variant")
     given = data is not None or bool(keys)
-
-    def variant_dir(m: Any) -> bool:
-        return not _is_module(m) and _start_format(m) is not None and detect(str(_session_path(m))).kind == "variant"
-
+    found = [_on_disk(m) for m in models]
     # A variant directory is re-pointed by --data (hash-checked); --test-data at bench time replaces its test
     # split instead (see bench), so it is not a re-point here.
-    loaded = {i: (m if isinstance(m, Variant) else _variant(m, data, keys)) for i, m in enumerate(models)
-              if isinstance(m, Variant) or variant_dir(m)}
+    is_variant = [isinstance(m, Variant) or (f is not None and f.kind == "variant") for m, f in zip(models, found, strict=True)]
+    loaded = {i: (m if isinstance(m, Variant) else _variant(m, data, keys)) for i, m in enumerate(models) if is_variant[i]}
     inherited: DataOptions | None = None
     if not given and loaded:
         first = next(iter(loaded.values()))
@@ -211,7 +214,7 @@ def resolve_bench_models(models: Sequence[ModelSpec | Any], data: Any = None, te
     for i, m in enumerate(models):
         if i in loaded:
             out.append(loaded[i])
-        elif inherited is not None and not _is_module(m) and _start_format(m) is not None:
+        elif inherited is not None and found[i] is not None:
             out.append(resolve_model(_session_path(m), options=inherited))
         else:
             out.append(_variant(m, data, {**keys, **({"test_data": test_data} if test_data else {})}))

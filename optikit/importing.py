@@ -16,7 +16,6 @@ same data twice reuses the first import.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -29,10 +28,9 @@ from optikit.data import Dataset, DataSpec, load_data, repoint, splits_for
 from optikit.datafiles import file_sha256
 from optikit.errors import ConfigError, ModelLoadError
 from optikit.models import TOKENIZER_FILES
-from optikit.variant import MANIFEST, TaskInfo, Variant, library_versions, load_variant, variant_id
+from optikit.variant import MANIFEST, TaskInfo, Variant, library_versions, load_variant, safe_name, variant_id
 
 ModelKind = Literal["variant", "hf", "onnx"]
-_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 PROCESSOR_FILES = ("preprocessor_config.json", "image_processor_config.json")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
@@ -147,23 +145,25 @@ def _config(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{file} is not valid JSON ({exc}): fix or re-save the model") from None
 
 
-def _generic(names: Sequence[str]) -> bool:
-    return all(re.fullmatch(r"LABEL_\d+", n) for n in names)
+def id2label_names(id2label: Any, where: str) -> tuple[str, ...]:
+    """A config's own label names in output (index) order; empty when it has none or only generic `LABEL_i`."""
+    id2label = dict(id2label or {})
+    try:
+        names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: id2label has non-integer keys {list(id2label)}: fix its config") from None
+    return () if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
 
 
 def label_names_of(config: dict[str, Any], given: Sequence[str], where: str, outputs: int | None = None) -> tuple[str, ...]:
     """The model's label names in output order: its id2label, else --labels; the two must agree when both exist."""
-    id2label = config.get("id2label") or {}
-    try:
-        names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
-    except ValueError:
-        raise ModelLoadError(f"{where}: id2label has non-integer keys {list(id2label)}: fix config.json") from None
-    if names and not _generic(names):
+    names = id2label_names(config.get("id2label"), where)
+    if names:
         if given and tuple(given) != names:
             raise ConfigError(f"--labels {list(given)} differ from {where}'s id2label {list(names)}: drop --labels "
                               "(the model's names are used) or fix the model's config")
         return names
-    count = len(names) or outputs
+    count = len(config.get("id2label") or {}) or outputs
     if not given:
         raise ConfigError(f"{where} has no label names{f' ({count} outputs)' if count else ''}: pass them in output "
                           "order with --labels a,b,c")
@@ -254,7 +254,7 @@ def inspect_model(found: Detected, labels: Sequence[str] = ()) -> _Model:
     path = found.path
     config = _config(path)
     side = [path / n for n in (*TOKENIZER_FILES, *PROCESSOR_FILES, "config.json") if (path / n).is_file()]
-    name = _NAME.sub("-", str(config.get("_name_or_path") or "").rstrip("/").split("/")[-1] or path.name) or "model"
+    name = safe_name(str(config.get("_name_or_path") or "").rstrip("/").split("/")[-1] or path.name) or "model"
     if found.kind == "hf":
         where = f"model {path}"
         task = _hf_task(config, where)
@@ -278,7 +278,7 @@ def inspect_model(found: Detected, labels: Sequence[str] = ()) -> _Model:
                                      *((f, f.name) for f in side)]
     size, channels = _image_spec(path, graph.inputs.get(IMAGE_INPUT)) if task == "image" else (None, 1)
     if not config.get("_name_or_path"):
-        name = _NAME.sub("-", found.onnx_file.stem if found.onnx_file.stem != "model" else path.name)
+        name = safe_name(found.onnx_file.stem if found.onnx_file.stem != "model" else path.name)
     return _Model("onnx", task, path, tuple(files), names, name, _max_length(path), size, channels)
 
 
@@ -358,8 +358,3 @@ def with_data(variant: Variant, options: DataOptions) -> Variant:
 def format_of(model: str | Path) -> str:
     """The format a model path will have as a variant, read without importing it (for planning a chain)."""
     return detect(model).format
-
-
-def is_model_path(model: str | Path) -> bool:
-    text = str(model)
-    return os.sep in text or "/" in text or Path(text).expanduser().exists() or text.endswith(".onnx")

@@ -51,10 +51,11 @@ def _checkpoint_labels(recipe: Recipe) -> tuple[str, ...] | None:
         return None
     import json
 
+    from optikit.importing import id2label_names
+
     config = resolve_checkpoint(recipe.checkpoint) / "config.json"
     id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") if config.is_file() else None
-    names = tuple(str(id2label[k]) for k in sorted(id2label, key=int)) if id2label else ()
-    return names if names and not all(n.startswith("LABEL_") for n in names) else None
+    return id2label_names(id2label, f"checkpoint {recipe.checkpoint}") or None
 
 
 def teach(recipe_or_name: str | Recipe, data: str | Path | None = None, *, text_cols: tuple[str, ...] | None = None,

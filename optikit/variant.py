@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -105,6 +106,14 @@ class Variant:
         """The child record of this variant after `step`."""
         return dataclasses.replace(self, id=id, name=name, format=format, path=path, parent=self.id,
                                    lineage=(*self.lineage, step), **{"report": {}, **changes})
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def safe_name(text: str) -> str:
+    """A model's name as it may appear in a folder name: anything but letters, digits and `_.+-` becomes `-`."""
+    return _UNSAFE.sub("-", text)
 
 
 def variant_id(*parts: Any) -> str:

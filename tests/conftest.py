@@ -106,23 +106,28 @@ def tiny_bert_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def text_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_bert_checkpoint: Path, text_csv: Path):
     """The tiny BERT fine-tuned on the three-class CSV: an hf-format teacher in seconds."""
-    return teach_recipe_text(tmp_path_factory, "tiny-bert-tags.toml", f'''
-name = "tiny-bert-tags"
-description = "2-layer BERT for tests"
+    return teach_recipe_text(tmp_path_factory, "tiny-bert-tags.toml",
+                             text_recipe("tiny-bert-tags", tiny_bert_checkpoint, text_csv, epochs=20, learning_rate=0.003,
+                                         batch_size=8))
+
+
+def text_recipe(name: str, checkpoint: Path, csv: Path, **train: object) -> str:
+    """A hf teacher recipe fine-tuning `checkpoint` on the three-class CSV (title + description → tag)."""
+    settings = "\n".join(f"{k} = {v}" for k, v in {"seed": 0, **train}.items())
+    return f'''
+name = "{name}"
+description = "{name}, for tests"
 format = "hf"
-checkpoint = "{tiny_bert_checkpoint}"
+checkpoint = "{checkpoint}"
 max_length = 32
 [data]
 source = "csv"
-path = "{text_csv}"
+path = "{csv}"
 text_cols = ["title", "description"]
 label_col = "tag"
 [train]
-epochs = 20
-learning_rate = 0.003
-batch_size = 8
-seed = 0
-''')
+{settings}
+'''
 
 
 @pytest.fixture

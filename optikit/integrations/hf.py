@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,13 +11,13 @@ from optikit.data import Dataset, DataSpec
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.integrations.modules import DataArg, from_module, model_label_names, resolve_data
 from optikit.integrations.training import AfterTraining, run_after_training
+from optikit.variant import safe_name
 
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # transformers is a core dependency; this guards a broken install
     raise MissingDependencyError("transformers", "hf") from exc
 
-_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 LABEL_FALLBACKS = ("label", "labels")  # what Trainer scripts call the label column once it holds class ids
 
 
@@ -26,7 +25,7 @@ def model_name(model: Any) -> str:
     """The model's own name: the last part of `config._name_or_path` (or `name_or_path`), else its class name."""
     path = getattr(getattr(model, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "") or ""
     last = str(path).replace("\\", "/").rstrip("/").split("/")[-1]
-    return _NAME.sub("-", last).strip("-") or type(model).__name__
+    return safe_name(last).strip("-") or type(model).__name__
 
 
 def _columns(data: DataArg, options: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:

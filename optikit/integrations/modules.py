@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 from optikit.config import require
 from optikit.data import Dataset, DataSpec, load_data, load_digits, splits_for
 from optikit.errors import ConfigError, DataError
-from optikit.variant import TaskInfo, Variant, library_versions, load_variant, variant_id
+from optikit.importing import id2label_names
+from optikit.variant import TaskInfo, Variant, library_versions, load_variant, safe_name, variant_id
 
 DataArg = str | Path | Dataset | DataSpec | Mapping[str, Any]
-_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,6 @@ def _is_hf(module: Any) -> bool:
     return hasattr(module, "save_pretrained") and hasattr(module, "config")
 
 
-def _generic(names: Sequence[str]) -> bool:
-    return all(re.fullmatch(r"LABEL_\d+", n) for n in names)
-
-
 def model_label_names(module: Any, label_names: Sequence[str] | None = None) -> tuple[str, ...] | None:
     """The model's label space in output order: a Hugging Face model's `config.id2label` (index order), else
     `label_names=` (a plain module, or an HF model whose names are the generic LABEL_i); None when neither names
@@ -107,13 +102,8 @@ def model_label_names(module: Any, label_names: Sequence[str] | None = None) -> 
         return given
     config = module.config
     outputs = getattr(config, "num_labels", None)
-    id2label = dict(getattr(config, "id2label", None) or {})
-    try:
-        names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
-    except (TypeError, ValueError):
-        raise ConfigError(f"the model's id2label has non-integer keys {list(id2label)}: fix model.config.id2label") \
-            from None
-    if names and not _generic(names):
+    names = id2label_names(getattr(config, "id2label", None), "the model's config")
+    if names:
         if given is not None and given != names:
             raise ConfigError(f"label_names {list(given)} differ from the model's id2label {list(names)}: drop "
                               "label_names= (the model's names are used) or fix model.config.id2label")
@@ -228,7 +218,7 @@ def from_module(module: Any, *, data: DataArg, label_names: Sequence[str] | None
     vid = variant_id("module", fmt, _weights_digest(module), architecture, d.key, d.text_cols, d.label_col,
                      splits.rule, seed, dataset.label_names, max_length,
                      {k: library_versions().get(k) for k in ("torch", "transformers")})
-    target = (home or optikit_home() / "modules") / f"{_NAME.sub('-', name)}-{vid}"
+    target = (home or optikit_home() / "modules") / f"{safe_name(name)}-{vid}"
     if (target / "variant.json").is_file():
         return load_variant(target)
     with atomic_directory(target, replace=True) as tmp, _inference_mode(module):
@@ -247,7 +237,7 @@ def from_module(module: Any, *, data: DataArg, label_names: Sequence[str] | None
         if hf:
             _save_tokenizer(tokenizer, tmp)
         task = TaskInfo(dataset.kind, dataset.label_names, max_length)
-        Variant(id=vid, name=_NAME.sub("-", name), format=fmt, path=tmp, task=task, data=dataset.spec,  # type: ignore[arg-type]
+        Variant(id=vid, name=safe_name(name), format=fmt, path=tmp, task=task, data=dataset.spec,  # type: ignore[arg-type]
                 splits=splits, architecture=architecture, versions=library_versions(), origin="from_module",
                 report={"source": "from_module", "class": type(module).__name__,
                         "data_notes": list(dataset.notes)}).save_manifest(tmp)

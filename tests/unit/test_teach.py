@@ -65,21 +65,10 @@ def test_a_classifier_checkpoint_keeps_its_label_order_and_its_config(tiny_bert_
 
     checkpoint = save_classifier(tiny_bert_checkpoint, tmp_path / "mine", UNSORTED)
     before = tree_digest(checkpoint)
+    from tests.conftest import text_recipe
+
     recipe = tmp_path / "mine.toml"
-    recipe.write_text(f'''
-name = "mine"
-format = "hf"
-checkpoint = "{checkpoint}"
-max_length = 32
-[data]
-source = "csv"
-path = "{text_csv}"
-text_cols = ["title", "description"]
-label_col = "tag"
-[train]
-epochs = 1
-batch_size = 16
-''')
+    recipe.write_text(text_recipe("mine", checkpoint, text_csv, epochs=1, batch_size=16))
     teacher = teach(str(recipe))
     assert teacher.task.label_names == UNSORTED
     import json
