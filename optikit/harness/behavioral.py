@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from optikit.errors import ConfigError
+from optikit.harness.records import Behavioral, CaseCount, Regression
 
 CaseType = Literal["mft", "inv", "dir"]
 TYPES: tuple[CaseType, ...] = ("mft", "inv", "dir")
@@ -243,19 +244,19 @@ def case_outcomes(suite: Suite, probs: np.ndarray) -> dict[str, bool]:
     return out
 
 
-def behavioral(suite: Suite, outcomes: dict[str, bool], baseline: dict[str, bool] | None) -> dict[str, Any]:
+def behavioral(suite: Suite, outcomes: dict[str, bool], baseline: dict[str, bool] | None) -> Behavioral:
     """The `behavioral` record: pass rates overall and per type, and the cases the baseline passes but this fails."""
-    by_type: dict[str, Any] = {}
-    counts: dict[str, Any] = {}
+    by_type: dict[str, float | None] = {}
+    counts: dict[str, CaseCount] = {}
     for t in TYPES:
         ids = [c.id for c in suite.cases if c.type == t]
         passed = sum(outcomes[i] for i in ids)
         by_type[t] = passed / len(ids) if ids else None
-        counts[t] = {"cases": len(ids), "passed": passed}
-    regressions = [] if baseline is None else [
-        {"id": c.id, "type": c.type, "description": c.description}
-        for c in suite.cases if baseline.get(c.id) and not outcomes[c.id]]
+        counts[t] = CaseCount(len(ids), passed)
+    regressions = () if baseline is None else tuple(
+        Regression(c.id, c.type, c.description) for c in suite.cases if baseline.get(c.id) and not outcomes[c.id])
     total = len(suite.cases)
-    return {"suite": suite.name, "path": suite.path, "cases": total,
-            "pass_rate": sum(outcomes.values()) / total if total else None, "by_type": by_type, "counts": counts,
-            "regressions": regressions, "failed": [cid for cid, ok in outcomes.items() if not ok]}
+    return Behavioral(pass_rate=sum(outcomes.values()) / total if total else None, suite=suite.name,
+                      path=suite.path, cases=total, by_type=by_type,
+                      counts=counts, regressions=regressions,
+                      failed=tuple(cid for cid, ok in outcomes.items() if not ok))

@@ -6,7 +6,7 @@ children return into every quality figure and every comparison with the baseline
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ from optikit.errors import ConfigError, MeasurementError, OptikitError
 from optikit.harness.behavioral import Suite, auto_suite, behavioral, case_outcomes, load_suite
 from optikit.harness.environment import environment
 from optikit.harness.isolation import Measured, measure_variant
-from optikit.harness.latency import LatencyConfig
+from optikit.harness.latency import Latency, LatencyConfig
 from optikit.harness.metrics import alignment, capability, fidelity
 from optikit.harness.quadrant import quadrant
+from optikit.harness.records import Diagnostics, MeasuredSpeedup, RunnerInfo, Task
 from optikit.harness.results import Results, VariantResult
 from optikit.harness.significance import SignificanceConfig, ratio_interval, significance, speedup_verdict
+from optikit.harness.size import Size
 from optikit.harness.slices import per_slice, slice_masks
 from optikit.harness.timing import SpeedupConfig
 from optikit.progress import say
@@ -77,13 +79,12 @@ def _suite(config: BenchConfig, baseline: Variant, full: Any, split: Any) -> Sui
     return load_suite(spec, tuple(split.label_names), full, baseline.splits.train, split)
 
 
-def _speedup(measured: Measured, config: SpeedupConfig) -> list[dict[str, Any]]:
+def _speedup(measured: Measured, config: SpeedupConfig) -> tuple[MeasuredSpeedup, ...]:
     out = []
     for r in measured.figures.get("speedup_rounds", []):
         ratio, low, high = ratio_interval(np.array(r["baseline"]), np.array(r["variant"]), config.resamples, config.seed)
-        out.append({"batch_size": r["batch_size"], "ratio": ratio, "low": low, "high": high,
-                    "rounds": len(r["variant"]), "verdict": speedup_verdict(low, high)})
-    return out
+        out.append(MeasuredSpeedup(int(r["batch_size"]), ratio, low, high, len(r["variant"]), speedup_verdict(low, high)))
+    return tuple(out)
 
 
 def data_notes(baseline: Variant, full: Any, split: Any, test: Any = None) -> list[str]:
@@ -135,7 +136,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
     base_outcomes: dict[str, bool] | None = None
     for v in variants:
         say(f"measuring {v.name} ({v.format}) …")
-        row = VariantResult(id=v.id, name=v.name, format=v.format, lineage=[s.label() for s in v.lineage],
+        row = VariantResult(id=v.id, name=v.name, format=v.format, lineage=tuple(s.label() for s in v.lineage),
                             parent=v.parent, pass_report=v.report)
         try:
             measured = measure_variant(_job(v, baseline if base is not None else None, config, threads), split.inputs,
@@ -144,40 +145,41 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
         except OptikitError as exc:
             if fail_fast:
                 raise
-            row.status, row.error = "failed", str(exc)
-            rows.append(row)
+            rows.append(replace(row, status="failed", error=str(exc)))
             if base is None:
                 raise MeasurementError(f"the baseline {baseline.name} could not be measured: {exc}") from None
             continue
         f = measured.figures
-        row.runner, row.latency, row.tokenization_ms = f["runner"], f["latency"], f["tokenization_ms"]
-        row.size, row.diagnostics, row.peak_rss_mb, row.notes = f["size"], f["diagnostics"], f["peak_rss_mb"], f["notes"]
         probs, labels = measured.probs, split.labels
         preds = probs.argmax(-1)
-        row.alignment = alignment(labels, preds, split.label_names)
-        row.alignment["per_slice"] = per_slice(labels, preds, masks, len(split.label_names))
-        row.capability = capability(labels, probs)
         outcomes = (case_outcomes(suite, measured.suite_probs)
                     if suite is not None and measured.suite_probs is not None else None)
+        is_baseline = base is None
+        base_probs = probs if base is None else base[1].probs
+        sig = significance(labels, base_probs, probs, config.significance)
+        row = replace(
+            row, is_baseline=is_baseline, runner=RunnerInfo.from_dict(f["runner"]),
+            latency=tuple(Latency.from_dict(x) for x in f["latency"]),
+            tokenization_ms={int(b): float(ms) for b, ms in f["tokenization_ms"].items()},
+            size=Size.from_dict(f["size"]), diagnostics=Diagnostics.from_dict(f["diagnostics"]),
+            peak_rss_mb=f["peak_rss_mb"], notes=tuple(f["notes"]),
+            alignment=alignment(labels, preds, split.label_names,
+                                per_slice(labels, preds, masks, len(split.label_names))),
+            capability=capability(labels, probs), fidelity=fidelity(labels, base_probs, probs, texts, config.max_flipped),
+            significance=sig, quadrant=quadrant(sig.deltas), speedup=_speedup(measured, config.speedup),
+            behavioral=(behavioral(suite, outcomes, None if is_baseline else base_outcomes)
+                        if suite is not None and outcomes is not None else None))
         if base is None:
-            base, base_outcomes, row.is_baseline = (row, measured), outcomes, True
-        base_probs = base[1].probs
-        row.fidelity = fidelity(labels, base_probs, probs, texts, config.max_flipped)
-        row.significance = significance(labels, base_probs, probs, config.significance)
-        row.quadrant = quadrant(row.significance["deltas"])
-        row.speedup = _speedup(measured, config.speedup)
-        if suite is not None and outcomes is not None:
-            row.behavioral = behavioral(suite, outcomes, None if row.is_baseline else base_outcomes)
+            base, base_outcomes = (row, measured), outcomes
         rows.append(row)
-    _add_notes(rows, baseline.id)
-    env = environment(threads, config.device)
+    rows = _with_notes(rows, baseline.id)
     return Results(variants=rows, baseline_id=baseline.id,
-                   task={"kind": split.kind, "label_names": list(split.label_names), "split": config.split,
-                         "examples": len(split), "data": baseline.data.to_dict(),
-                         "split_rule": "bench-test-file" if test is not None else baseline.splits.rule,
-                         "notes": data_notes(baseline, full, split, test),
-                         "slices": {name: int(m.sum()) for name, m in masks.items()}},
-                   environment=env, settings=config.settings(threads))
+                   task=Task(kind=split.kind, label_names=tuple(split.label_names), split=config.split,
+                             examples=len(split), data=baseline.data.to_dict(),
+                             split_rule="bench-test-file" if test is not None else baseline.splits.rule,
+                             notes=tuple(data_notes(baseline, full, split, test)),
+                             slices={name: int(m.sum()) for name, m in masks.items()}),
+                   environment=environment(threads, config.device), settings=config.settings(threads))
 
 
 def _slower_than_parent(r: VariantResult, parent: VariantResult, baseline_id: str) -> list[str]:
@@ -185,42 +187,47 @@ def _slower_than_parent(r: VariantResult, parent: VariantResult, baseline_id: st
     variant, when the two intervals against the baseline do not overlap (a conservative reading)."""
     notes = []
     for s in r.speedup:
-        b = s["batch_size"]
+        b = s.batch_size
         if parent.id == baseline_id:
-            slower = s["verdict"] == "slower"
+            slower = s.verdict == "slower"
         else:
-            ref = next((p for p in parent.speedup if p["batch_size"] == b), None)
-            slower = ref is not None and s["high"] < ref["low"]
+            ref = parent.measured_speedup(b)
+            slower = ref is not None and s.high < ref.low
         if slower:
-            notes.append(f"slower than its parent {parent.name} at batch {b} (speedup vs baseline {s['ratio']:.2f}×, "
-                         f"95% CI {s['low']:.2f}–{s['high']:.2f})")
+            notes.append(f"slower than its parent {parent.name} at batch {b} (speedup vs baseline {s.ratio:.2f}×, "
+                         f"95% CI {s.low:.2f}–{s.high:.2f})")
     return notes
 
 
 INTERFERENCE_NOTE = 0.10  # a typical block this far above the quietest one means the machine was busy
 
 
-def _interference(latency: list[dict[str, Any]]) -> list[str]:
-    busy = [lat for lat in latency if lat.get("interference", 0.0) > INTERFERENCE_NOTE]
+def _interference(latency: Sequence[Latency]) -> list[str]:
+    busy = [lat for lat in latency if lat.interference > INTERFERENCE_NOTE]
     if not busy:
         return []
-    where = ", ".join(f"batch {lat['batch_size']}: +{lat['interference']:.0%} (p50 {lat['p50_ms']:.3g} ms, steady "
-                      f"{lat['steady_p50_ms']:.3g} ms)" for lat in busy)
+    where = ", ".join(f"batch {lat.batch_size}: +{lat.interference:.0%} (p50 {lat.p50_ms:.3g} ms, steady "
+                      f"{lat.steady_p50_ms:.3g} ms)" for lat in busy)
     return [f"the machine was busy while timing; the typical stretch ran slower than the quietest ({where}). Tables "
             "use the steady figure; the interleaved speedups are unaffected"]
 
 
-def _add_notes(rows: list[VariantResult], baseline_id: str) -> None:
+def _with_notes(rows: list[VariantResult], baseline_id: str) -> list[VariantResult]:
     """Plain warnings a reader needs: a compressed variant that is slower than its parent, sparse weights in dense kernels."""
     by_id = {r.id: r for r in rows}
+    out = []
     for r in rows:
         if r.status != "ok":
+            out.append(r)
             continue
+        notes = list(r.notes)
         parent = by_id.get(r.parent or "")
         if parent and parent.status == "ok":
-            r.notes.extend(_slower_than_parent(r, parent, baseline_id))
-        r.notes.extend(_interference(r.latency))
+            notes += _slower_than_parent(r, parent, baseline_id)
+        notes += _interference(r.latency)
         size = r.size
-        if size.get("parameters") and size["nonzero_parameters"] < 0.9 * size["parameters"]:
-            r.notes.append("zeros in dense kernels do not make inference faster: this sparsity saves compressed "
-                           "bytes, not time")
+        if size is not None and size.parameters and size.nonzero_parameters < 0.9 * size.parameters:
+            notes.append("zeros in dense kernels do not make inference faster: this sparsity saves compressed "
+                         "bytes, not time")
+        out.append(replace(r, notes=tuple(notes)))
+    return out

@@ -1,19 +1,17 @@
 """Comparison against the baseline: speedups, deltas, the loss budget, size, and the best variant for an objective.
 
 Every figure and every pick the outputs state (the verdict, `Results.best`, the table and `to_frame`, the gate, the
-search objective, MLflow) comes from here, so two of them cannot disagree about one run. Results are still dicts;
-this module is the one place that reads their comparison figures.
+search objective, MLflow) comes from here, so two of them cannot disagree about one run.
 """
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from optikit.harness.latency import headline_ms
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from optikit.harness.records import Interval
     from optikit.harness.results import Results, VariantResult
 
 Objective = Literal["latency", "size", "throughput"]
@@ -26,7 +24,7 @@ _EPS = 1e-9  # in points: the baseline's own metric read back through JSON must 
 
 
 def ok(v: VariantResult) -> bool:
-    return v.status == "ok" and bool(v.alignment)
+    return v.measured
 
 
 def baseline(results: Results) -> VariantResult | None:
@@ -39,7 +37,7 @@ def baseline(results: Results) -> VariantResult | None:
 def batch_sizes(results: Results) -> list[int]:
     base = baseline(results)
     rows = base.latency if base is not None else [lat for v in results.variants for lat in v.latency]
-    return sorted({lat["batch_size"] for lat in rows})
+    return sorted({lat.batch_size for lat in rows})
 
 
 def headline_batch(results: Results) -> int | None:
@@ -94,18 +92,21 @@ def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> Speedup
     """The speedup of `v` at `batch`: interleaved when measured, else the ratio of headline medians."""
     if batch is None or not ok(v):
         return None
-    for row in v.speedup or []:
-        if row.get("batch_size") == batch and row.get("ratio") is not None:
-            return Speedup(float(row["ratio"]), row.get("low"), row.get("high"), batch, "interleaved")
+    row = v.measured_speedup(batch)
+    if row is not None and row.ratio == row.ratio:
+        finite = row.low == row.low and row.high == row.high
+        return Speedup(row.ratio, row.low if finite else None, row.high if finite else None, batch, "interleaved")
     mine, ref = v.latency_at(batch), base.latency_at(batch)
-    if not mine or not ref or not mine.get("p50_ms"):
+    if not mine or not ref or not mine.headline_ms:
         return None
-    return Speedup(headline_ms(ref) / headline_ms(mine), None, None, batch, "medians")
+    return Speedup(ref.headline_ms / mine.headline_ms, None, None, batch, "medians")
 
 
 def size_ratio(v: VariantResult, base: VariantResult, key: str = "bytes_on_disk") -> float | None:
     """How many times smaller `v` is: `bytes_on_disk` (the whole artifact) or `weight_bytes`."""
-    mine, ref = v.size.get(key), base.size.get(key)
+    if v.size is None or base.size is None:
+        return None
+    mine, ref = getattr(v.size, key), getattr(base.size, key)
     return ref / mine if mine and ref else None
 
 
@@ -117,8 +118,8 @@ def size_phrase(ratio: float | None) -> str:
 
 def throughput(v: VariantResult, batch: int | None = None) -> float | None:
     """Examples per second from the headline median: at `batch`, or at the variant's best batch size."""
-    rows = [lat for lat in v.latency if batch is None or lat["batch_size"] == batch]
-    rates = [lat["batch_size"] / headline_ms(lat) * 1e3 for lat in rows if lat.get("p50_ms")]
+    rows = [lat for lat in v.latency if batch is None or lat.batch_size == batch]
+    rates = [lat.batch_size / lat.headline_ms * 1e3 for lat in rows if lat.headline_ms]
     return max(rates) if rates else None
 
 
@@ -156,18 +157,20 @@ class Delta:
 
 
 def _metric(v: VariantResult, metric: str) -> float | None:
-    value = v.alignment.get(metric) if metric in ALIGNMENT else v.capability.get(metric)
-    return None if value is None else float(value)
+    record = v.alignment if metric in ALIGNMENT else v.capability
+    value = getattr(record, metric, None)
+    return None if value is None or value != value else float(value)
 
 
-def _significance(v: VariantResult, metric: str) -> dict[str, Any]:
-    return ((v.significance or {}).get("deltas") or {}).get(metric) or {}
+def _significance(v: VariantResult, metric: str) -> Interval | None:
+    sig = v.significance.deltas.get(metric) if v.significance is not None else None
+    return sig if sig is not None and sig.low == sig.low and sig.high == sig.high else None
 
 
 def interval_points(v: VariantResult, metric: str = "f1_macro") -> tuple[float, float] | None:
     """The paired-bootstrap 95% interval of `v`'s delta of `metric`, in points, when the harness measured one."""
     sig = _significance(v, metric)
-    return (sig["low"] * 100, sig["high"] * 100) if sig.get("low") is not None and sig.get("high") is not None else None
+    return (sig.low * 100, sig.high * 100) if sig is not None else None
 
 
 def delta(v: VariantResult, base: VariantResult, metric: str = "f1_macro") -> Delta | None:
@@ -179,15 +182,15 @@ def delta(v: VariantResult, base: VariantResult, metric: str = "f1_macro") -> De
     own = mine - ref if mine is not None and ref is not None else None
     # Alignment deltas are the difference of the figures the table shows; the others are the bootstrap's own point
     # (sklearn's log loss renormalises clipped probabilities, so it can sit a hair off the interval's centre).
-    value = own if metric in ALIGNMENT or sig.get("delta") is None else sig["delta"]
+    value = own if metric in ALIGNMENT or sig is None else sig.delta
     if value is None:
         return None
-    return Delta(metric, float(value), sig.get("low"), sig.get("high"))
+    return Delta(metric, float(value), sig.low if sig else None, sig.high if sig else None)
 
 
 def deltas(v: VariantResult, base: VariantResult) -> dict[str, Delta]:
     """Every metric with a bootstrap interval, in the harness's order."""
-    names = ((v.significance or {}).get("deltas") or {}).keys()
+    names = v.significance.deltas.keys() if v.significance is not None else ()
     found = {m: delta(v, base, m) for m in names}
     return {m: d for m, d in found.items() if d is not None}
 

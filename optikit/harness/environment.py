@@ -5,12 +5,8 @@ import platform
 from typing import Any
 
 from optikit.cpu import cpu_features
+from optikit.harness.records import CpuInfo, Environment
 from optikit.variant import library_versions
-
-
-def cpu_info() -> dict[str, Any]:
-    cpu = cpu_features()
-    return {"model": cpu.model, "machine": cpu.machine, "int8_flags": cpu.int8_flags()}
 
 
 def gpu_info(device: str) -> dict[str, Any]:
@@ -29,11 +25,13 @@ def gpu_info(device: str) -> dict[str, Any]:
             "cuda": torch.version.cuda, "timing": "torch.cuda.synchronize() around each perf_counter reading"}
 
 
-def environment(threads: int, device: str) -> dict[str, Any]:
+def environment(threads: int, device: str) -> Environment:
     import os
 
     import onnxruntime as ort
 
-    return {"cpu": cpu_info(), "cpu_count": os.cpu_count(), "threads": threads, "device": device,
-            "gpu": gpu_info(device), "python": platform.python_version(), "platform": platform.platform(),
-            "onnxruntime_providers": ort.get_available_providers(), "versions": library_versions()}
+    cpu = cpu_features()
+    return Environment(cpu=CpuInfo(cpu.model, cpu.machine, cpu.int8_flags()), threads=threads, device=device,
+                       cpu_count=os.cpu_count(), gpu=gpu_info(device), python=platform.python_version(),
+                       platform=platform.platform(), onnxruntime_providers=tuple(ort.get_available_providers()),
+                       versions=library_versions())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -97,11 +97,35 @@ class Latency:
                                    interference=max(float(np.median(block_p50)) / steady - 1, 0.0) if steady else 0.0,
                                    process_steady_ms=tuple(r.steady_p50_ms for r in runs))
 
+    @property
+    def headline_ms(self) -> float:
+        """The latency every table, comparison and ranking uses: the steady median. It is the figure that repeats
+        from run to run on a machine with interference (results written before it existed read it as the median)."""
+        return self.steady_p50_ms
+
+    @property
+    def per_example_ms(self) -> float:
+        return self.headline_ms / self.batch_size
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["block_p50_ms"] = list(self.block_p50_ms)
         d["process_steady_ms"] = list(self.process_steady_ms)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Latency:
+        """A row of results.json from any harness version: fields it did not record get neutral values (the steady
+        median is the plain median, no blocks, no interference)."""
+        from optikit.harness.records import num
+
+        p50 = num(d["p50_ms"])
+        mean = num(d.get("mean_ms"), p50)
+        return cls(int(d["batch_size"]), int(d.get("samples", 0)), p50, num(d.get("p90_ms"), p50),
+                   num(d.get("p99_ms"), p50), mean, num(d.get("stdev_ms"), 0.0), num(d.get("cv"), 0.0),
+                   num(d.get("throughput_per_s"), int(d["batch_size"]) / p50 * 1e3 if p50 else 0.0),
+                   num(d.get("steady_p50_ms") or p50), tuple(float(x) for x in d.get("block_p50_ms") or ()),
+                   num(d.get("interference"), 0.0), tuple(float(x) for x in d.get("process_steady_ms") or ()))
 
 
 def _settled(times: list[float], window: int = 5) -> bool:
@@ -135,8 +159,3 @@ def time_calls(call: Callable[[], Any], config: LatencyConfig, sync: Callable[[]
         samples.append(time.perf_counter() - start)
     return samples
 
-
-def headline_ms(latency: dict[str, Any]) -> float:
-    """The latency every table, comparison and ranking uses: the steady median (the plain median for results
-    written before it existed). It is the figure that repeats from run to run on a machine with interference."""
-    return float(latency.get("steady_p50_ms") or latency["p50_ms"])

@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from optikit.harness.records import Alignment, Capability, ClassScores, Fidelity, Flip, ReliabilityBin
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
@@ -12,19 +14,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def alignment(labels: np.ndarray, preds: np.ndarray, label_names: tuple[str, ...]) -> dict[str, Any]:
-    """Accuracy and precision / recall / F1 (macro, weighted, per class), computed by scikit-learn."""
+def alignment(labels: np.ndarray, preds: np.ndarray, label_names: tuple[str, ...],
+              per_slice: Any = None) -> Alignment:
+    """Accuracy and precision / recall / F1 (macro, weighted, per class), computed by scikit-learn; `per_slice` is
+    slices.per_slice's record, kept with them."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     classes = list(range(len(label_names)))
-    out: dict[str, Any] = {"accuracy": float(accuracy_score(labels, preds))}
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=classes, average=avg, zero_division=0)
-        out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
+    avg: dict[str, float] = {}
+    for kind in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=classes, average=kind, zero_division=0)
+        avg.update({f"precision_{kind}": float(p), f"recall_{kind}": float(r), f"f1_{kind}": float(f)})
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=classes, average=None, zero_division=0)
-    out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                        for i, name in enumerate(label_names)}
-    return out
+    return Alignment(accuracy=float(accuracy_score(labels, preds)), **avg,
+                     per_class={name: ClassScores(float(p[i]), float(r[i]), float(f[i]), int(s[i]))
+                                for i, name in enumerate(label_names)},
+                     per_slice=per_slice or {})
 
 
 ECE_BINS = 10
@@ -48,7 +53,7 @@ def resampled_ece(bin_of: np.ndarray, correct: np.ndarray, confidence: np.ndarra
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
-                               bins: int = ECE_BINS) -> tuple[float, list[dict[str, float]]]:
+                               bins: int = ECE_BINS) -> tuple[float, list[ReliabilityBin]]:
     """ECE over equal-width confidence bins, and the bins themselves (for a reliability diagram)."""
     confidence = probs.max(axis=-1)
     correct = (probs.argmax(axis=-1) == labels).astype(float)
@@ -60,7 +65,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
         mask = bin_of == i
         count = int(mask.sum())
         acc, conf = (float(correct[mask].mean()), float(confidence[mask].mean())) if count else (0.0, 0.0)
-        table.append({"low": float(low), "high": float(high), "count": count, "accuracy": acc, "confidence": conf})
+        table.append(ReliabilityBin(float(low), float(high), count, acc, conf))
     return ece, table
 
 
@@ -72,16 +77,15 @@ def mean_kl(base_probs: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
-def capability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def capability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> Capability:
     """Log loss, Brier score and ECE: how much probability the model puts on the truth, not only the argmax."""
     from sklearn.metrics import log_loss
 
     n_classes = probs.shape[1]
     onehot = np.eye(n_classes)[labels]
     ece, table = expected_calibration_error(probs, labels, bins)
-    return {"log_loss": float(log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=list(range(n_classes)))),
-            "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
-            "ece": ece, "reliability": table}
+    return Capability(log_loss=float(log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=list(range(n_classes)))),
+                      ece=ece, brier=float(np.mean(np.sum((probs - onehot) ** 2, axis=1))), reliability=tuple(table))
 
 
 def per_example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -89,29 +93,27 @@ def per_example_log_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def fidelity(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray, texts: list[str] | None = None,
-             max_flipped: int = 50) -> dict[str, Any]:
+             max_flipped: int = 50) -> Fidelity:
     """Agreement with the baseline, flips (counts, matrix, the examples themselves) and mean KL(baseline ‖ variant)."""
     base_pred, pred = base_probs.argmax(-1), probs.argmax(-1)
     base_ok, ok = base_pred == labels, pred == labels
     k = base_probs.shape[1]
     matrix = np.bincount(base_pred * k + pred, minlength=k * k).reshape(k, k)
-    return {"agreement": float(np.mean(base_pred == pred)),
-            "flips_right_to_wrong": int(np.sum(base_ok & ~ok)),
-            "flips_wrong_to_right": int(np.sum(~base_ok & ok)),
-            "kl_mean": mean_kl(base_probs, probs),
-            "flip_matrix": matrix.tolist(),  # rows: baseline prediction, columns: variant prediction
-            "flipped": flipped_examples(labels, base_pred, pred, texts, max_flipped)}
+    return Fidelity(agreement=float(np.mean(base_pred == pred)), flips_right_to_wrong=int(np.sum(base_ok & ~ok)),
+                    flips_wrong_to_right=int(np.sum(~base_ok & ok)), kl_mean=mean_kl(base_probs, probs),
+                    flip_matrix=tuple(tuple(int(x) for x in row) for row in matrix),
+                    flipped=tuple(flipped_examples(labels, base_pred, pred, texts, max_flipped)))
 
 
 def flipped_examples(labels: np.ndarray, base_pred: np.ndarray, pred: np.ndarray, texts: list[str] | None,
-                     limit: int) -> list[dict[str, Any]]:
+                     limit: int) -> list[Flip]:
     """Every example whose prediction changed, right→wrong first (what a reader must look at), up to `limit`."""
     changed = np.flatnonzero(base_pred != pred)
-    rows: list[dict[str, Any]] = []
+    rows: list[Flip] = []
     for i in changed:
         kind = ("right_to_wrong" if base_pred[i] == labels[i] else
                 "wrong_to_right" if pred[i] == labels[i] else "wrong_to_wrong")
-        rows.append({"index": int(i), "text": texts[i] if texts is not None else f"example #{i}",
-                     "label": int(labels[i]), "baseline": int(base_pred[i]), "variant": int(pred[i]), "kind": kind})
+        rows.append(Flip(int(i), texts[i] if texts is not None else f"example #{i}", int(labels[i]), int(base_pred[i]),
+                         int(pred[i]), kind))
     order = {"right_to_wrong": 0, "wrong_to_right": 1, "wrong_to_wrong": 2}
-    return sorted(rows, key=lambda r: (order[r["kind"]], r["index"]))[:limit]
+    return sorted(rows, key=lambda r: (order[r.kind], r.index))[:limit]

@@ -1,7 +1,9 @@
 """Quadrant: where a variant's accuracy and log-loss changes put it, read from their bootstrap intervals."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+
+from optikit.harness.records import Interval, Quadrant
 
 WORST = "large errors on lots of data (worst case)"
 MISALIGNED = "small errors on lots of data (misaligned)"
@@ -26,8 +28,7 @@ def quadrant_label(accuracy_delta: float, log_loss_delta: float, accuracy_signif
     return SOME if loss_up else BEST
 
 
-def quadrant(deltas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def quadrant(deltas: Mapping[str, Interval]) -> Quadrant:
     """The `quadrant` record from the `significance.deltas` record."""
     acc, loss = deltas["accuracy"], deltas["log_loss"]
-    return {"label": quadrant_label(acc["delta"], loss["delta"], acc["significant"], loss["significant"]),
-            "accuracy_delta": acc["delta"], "log_loss_delta": loss["delta"]}
+    return Quadrant(quadrant_label(acc.delta, loss.delta, acc.significant, loss.significant), acc.delta, loss.delta)

@@ -2,50 +2,107 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from optikit.harness import compare
-from optikit.harness.latency import headline_ms
+from optikit.harness.latency import Latency
+from optikit.harness.records import (
+    Alignment,
+    Behavioral,
+    Capability,
+    Diagnostics,
+    Environment,
+    Fidelity,
+    MeasuredSpeedup,
+    Quadrant,
+    RunnerInfo,
+    Significance,
+    Task,
+    opt,
+    plain,
+)
+from optikit.harness.size import Size
 
 RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
 
 
-@dataclass
+@dataclass(frozen=True)
 class VariantResult:
+    """Everything measured for one variant: typed records (records.py, latency.py, size.py), None (or empty) where
+    a figure was not measured — a failed variant has only its error. `pass_report` is the pass's own report, as
+    free-form as each pass makes it. JSON only at `to_dict`/`from_dict`."""
+
     id: str
     name: str
     format: str
-    lineage: list[str]
+    lineage: tuple[str, ...]
     parent: str | None
     status: str = "ok"  # ok | failed
     error: str | None = None
     is_baseline: bool = False
-    runner: dict[str, Any] = field(default_factory=dict)
-    latency: list[dict[str, Any]] = field(default_factory=list)
-    tokenization_ms: dict[str, float] = field(default_factory=dict)
-    size: dict[str, Any] = field(default_factory=dict)
-    alignment: dict[str, Any] = field(default_factory=dict)
-    capability: dict[str, Any] = field(default_factory=dict)
-    fidelity: dict[str, Any] = field(default_factory=dict)
-    pass_report: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    significance: dict[str, Any] = field(default_factory=dict)  # paired bootstrap deltas + McNemar vs the baseline
-    quadrant: dict[str, Any] = field(default_factory=dict)
-    behavioral: dict[str, Any] = field(default_factory=dict)
-    speedup: list[dict[str, Any]] = field(default_factory=list)  # interleaved rounds vs the baseline, per batch size
+    runner: RunnerInfo | None = None
+    latency: tuple[Latency, ...] = ()  # one per batch size, in the order measured
+    tokenization_ms: Mapping[int, float] = field(default_factory=dict)  # per batch size, text variants only
+    size: Size | None = None
+    alignment: Alignment | None = None
+    capability: Capability | None = None
+    fidelity: Fidelity | None = None
+    pass_report: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    significance: Significance | None = None  # paired bootstrap deltas + McNemar vs the baseline
+    quadrant: Quadrant | None = None
+    behavioral: Behavioral | None = None
+    speedup: tuple[MeasuredSpeedup, ...] = ()  # interleaved rounds vs the baseline, per batch size
     peak_rss_mb: float | None = None  # the measuring process's high-water RSS (None when not isolated)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Diagnostics | None = None
 
-    def latency_at(self, batch_size: int) -> dict[str, Any] | None:
-        return next((row for row in self.latency if row["batch_size"] == batch_size), None)
+    @property
+    def measured(self) -> bool:
+        """Measured and scored: the row has its quality figures (a failed row has only its error)."""
+        return self.status == "ok" and self.alignment is not None
+
+    def latency_at(self, batch_size: int) -> Latency | None:
+        return next((row for row in self.latency if row.batch_size == batch_size), None)
+
+    def measured_speedup(self, batch_size: int) -> MeasuredSpeedup | None:
+        return next((s for s in self.speedup if s.batch_size == batch_size), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row of results.json (schema 2): a record not measured is written as {} as it always was."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = {} if value is None and f.name in _RECORDS else plain(value)
+        return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VariantResult:
-        """A row of results.json or of a matrix cell's record; keys another harness version added are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: Mapping[str, Any]) -> VariantResult:
+        """A row of results.json or of a matrix cell's record, from any harness version: a record it did not write
+        (or wrote as {}) is None; keys another harness version added are ignored."""
+        def record(name: str) -> Any:
+            value = d.get(name)
+            return _RECORDS[name](value) if value else None
+
+        return cls(id=str(d["id"]), name=str(d["name"]), format=str(d.get("format", "?")),
+                   lineage=tuple(d.get("lineage") or ()), parent=d.get("parent"), status=str(d.get("status", "ok")),
+                   error=d.get("error"), is_baseline=bool(d.get("is_baseline", False)), runner=record("runner"),
+                   latency=tuple(Latency.from_dict(x) for x in d.get("latency") or ()),
+                   tokenization_ms={int(k): float(v) for k, v in (d.get("tokenization_ms") or {}).items()},
+                   size=record("size"), alignment=record("alignment"), capability=record("capability"),
+                   fidelity=record("fidelity"), pass_report=dict(d.get("pass_report") or {}),
+                   notes=tuple(d.get("notes") or ()), significance=record("significance"),
+                   quadrant=record("quadrant"), behavioral=record("behavioral"),
+                   speedup=tuple(MeasuredSpeedup.from_dict(x) for x in d.get("speedup") or ()),
+                   peak_rss_mb=opt(d.get("peak_rss_mb")), diagnostics=record("diagnostics"))
+
+
+_RECORDS: dict[str, Any] = {"runner": RunnerInfo.from_dict, "size": Size.from_dict, "alignment": Alignment.from_dict,
+                            "capability": Capability.from_dict, "fidelity": Fidelity.from_dict,
+                            "significance": Significance.from_dict, "quadrant": Quadrant.from_dict,
+                            "behavioral": Behavioral.from_dict, "diagnostics": Diagnostics.from_dict}
 
 
 @dataclass(frozen=True)
@@ -97,9 +154,9 @@ class Results:
 
     variants: list[VariantResult]
     baseline_id: str
-    task: dict[str, Any]
-    environment: dict[str, Any]
-    settings: dict[str, Any]
+    task: Task
+    environment: Environment
+    settings: dict[str, Any]  # the run's configuration as recorded, plus what a matrix, its gate or a search adds
     schema: int = RESULTS_SCHEMA
 
     @property
@@ -107,12 +164,17 @@ class Results:
         return next(v for v in self.variants if v.id == self.baseline_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """results.json: strict JSON values (a non-finite figure is null)."""
+        return {"variants": [v.to_dict() for v in self.variants], "baseline_id": self.baseline_id,
+                "task": plain(self.task), "environment": plain(self.environment), "settings": plain(self.settings),
+                "schema": self.schema}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Results:
-        return cls(variants=[VariantResult.from_dict(v) for v in d["variants"]], baseline_id=d["baseline_id"], task=d["task"],
-                   environment=d["environment"], settings=d["settings"], schema=d.get("schema", RESULTS_SCHEMA))
+    def from_dict(cls, d: Mapping[str, Any]) -> Results:
+        """Any results.json optikit wrote (schema 1 or 2): what an older version did not record is None or empty."""
+        return cls(variants=[VariantResult.from_dict(v) for v in d["variants"]], baseline_id=str(d["baseline_id"]),
+                   task=Task.from_dict(d["task"]), environment=Environment.from_dict(d["environment"]),
+                   settings=dict(d.get("settings") or {}), schema=int(d.get("schema", RESULTS_SCHEMA)))
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
@@ -140,32 +202,35 @@ class Results:
         for v, name in zip(self.variants, compare.display_names(self.variants), strict=True):
             row: dict[str, Any] = {"variant": name, "format": v.format, "status": v.status,
                                    "lineage": " → ".join(v.lineage) or "baseline"}
-            if v.status == "ok":
+            if v.measured:
+                size, a, c = v.size, v.alignment, v.capability
+                mcnemar = v.significance.mcnemar if v.significance else None
                 row.update({
-                    "size_mb": v.size["bytes_on_disk"] / 1e6, "size_ratio": compare.size_ratio(v, base),
-                    "parameters": v.size["parameters"], "nonzero_parameters": v.size["nonzero_parameters"],
-                    "accuracy": v.alignment["accuracy"], "f1_macro": v.alignment["f1_macro"],
-                    "f1_weighted": v.alignment["f1_weighted"], "log_loss": v.capability["log_loss"],
-                    "ece": v.capability["ece"], "agreement": v.fidelity.get("agreement"),
-                    "peak_rss_mb": v.peak_rss_mb, "quadrant": v.quadrant.get("label"),
-                    "mcnemar_p": v.significance.get("mcnemar", {}).get("p_value"),
-                    "suite_pass_rate": v.behavioral.get("pass_rate"),
-                    "suite_regressions": len(v.behavioral["regressions"]) if v.behavioral else None,
+                    "size_mb": size.bytes_on_disk / 1e6 if size else None, "size_ratio": compare.size_ratio(v, base),
+                    "parameters": size.parameters if size else None,
+                    "nonzero_parameters": size.nonzero_parameters if size else None,
+                    "accuracy": a.accuracy if a else None, "f1_macro": a.f1_macro if a else None,
+                    "f1_weighted": a.f1_weighted if a else None, "log_loss": c.log_loss if c else None,
+                    "ece": c.ece if c else None, "agreement": v.fidelity.agreement if v.fidelity else None,
+                    "peak_rss_mb": v.peak_rss_mb, "quadrant": v.quadrant.label if v.quadrant else None,
+                    "mcnemar_p": mcnemar.p_value if mcnemar else None,
+                    "suite_pass_rate": v.behavioral.pass_rate if v.behavioral else None,
+                    "suite_regressions": len(v.behavioral.regressions) if v.behavioral else None,
                 })
                 for metric, d in compare.deltas(v, base).items():
                     row[f"{metric}_delta"] = d.value
                     row[f"{metric}_delta_significant"] = d.significant
-                paired = [s for lat in v.latency if (s := compare.speedup(v, base, lat["batch_size"]))]
+                paired = [s for lat in v.latency if (s := compare.speedup(v, base, lat.batch_size))]
                 for s in paired:
                     if s.source == "interleaved":
                         row[f"speedup_low_b{s.batch_size}"], row[f"speedup_high_b{s.batch_size}"] = s.low, s.high
                 for lat in v.latency:
-                    b = lat["batch_size"]
+                    b = lat.batch_size
                     s = next((p for p in paired if p.batch_size == b), None)
-                    row[f"ms_b{b}"] = headline_ms(lat)
-                    row[f"p50_ms_b{b}"] = lat["p50_ms"]
-                    row[f"p99_ms_b{b}"] = lat["p99_ms"]
-                    row[f"throughput_b{b}"] = lat["throughput_per_s"]
+                    row[f"ms_b{b}"] = lat.headline_ms
+                    row[f"p50_ms_b{b}"] = lat.p50_ms
+                    row[f"p99_ms_b{b}"] = lat.p99_ms
+                    row[f"throughput_b{b}"] = lat.throughput_per_s
                     row[f"speedup_b{b}"] = s.ratio if s else None
                     row[f"speedup_source_b{b}"] = s.source if s else None
             else:
@@ -177,19 +242,19 @@ class Results:
         """Every figure of `v` with its unit, and its comparison against the baseline (speedups, size ratio, metric
         deltas with their intervals, all from `optikit.harness.compare`): `v`'s rows of `to_long_frame`. None for a
         failed variant; no comparison when the baseline was not measured."""
-        if v.status != "ok":
+        if not v.measured:
             return []
         base = compare.baseline(self)
         out: list[Figure] = []
-        for lat in sorted(v.latency, key=lambda row: row["batch_size"]):
-            b = lat["batch_size"]
-            out.append(Figure("latency_ms", headline_ms(lat), "ms", b))
+        for lat in sorted(v.latency, key=lambda row: row.batch_size):
+            b = lat.batch_size
+            out.append(Figure("latency_ms", lat.headline_ms, "ms", b))
             out += [Figure(key, x, "ms", b) for key in ("p50_ms", "p90_ms", "p99_ms")
-                    if (x := _number(lat.get(key))) is not None]
+                    if (x := _number(getattr(lat, key))) is not None]
             for key, unit in (("throughput_per_s", "per_s"), ("interference", "fraction")):
-                if (x := _number(lat.get(key))) is not None:
+                if (x := _number(getattr(lat, key))) is not None:
                     out.append(Figure(key, x, unit, b))
-            if (x := _number(v.tokenization_ms.get(str(b)))) is not None:
+            if (x := _number(v.tokenization_ms.get(b))) is not None:
                 out.append(Figure("tokenization_ms", x, "ms", b))
             s = compare.speedup(v, base, b) if base is not None else None
             if s is not None:
@@ -197,7 +262,7 @@ class Results:
         if base is not None and (r := compare.size_ratio(v, base)) is not None:
             out.append(Figure("size_ratio", r, "ratio"))
         for name, part, key, unit in _OWN:
-            if (x := _number(getattr(v, part).get(key))) is not None:
+            if (x := _number(getattr(getattr(v, part), key, None))) is not None:
                 out.append(Figure(name, x, unit))
         if base is not None:
             found = compare.deltas(v, base)
@@ -210,7 +275,7 @@ class Results:
                     out.append(Figure(f"{metric}_delta_points", d.points, "points", None, low, high))
                 else:
                     out.append(Figure(f"{metric}_delta", d.value, UNITS.get(metric, "?"), None, d.low, d.high))
-        p = _number((v.significance.get("mcnemar") or {}).get("p_value"))
+        p = _number(v.significance.mcnemar.p_value if v.significance and v.significance.mcnemar else None)
         if p is not None:
             out.append(Figure("mcnemar_p", p, "probability"))
         if (x := _number(v.peak_rss_mb)) is not None:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from optikit.config import require
 from optikit.harness.metrics import confidence_bins, resampled_ece
+from optikit.harness.records import Interval, McNemar, Significance
 
 METRICS = ("accuracy", "f1_macro", "f1_weighted", "log_loss", "brier", "ece")
 _CHUNK = 256  # resamples evaluated at once: bounds memory at _CHUNK × n indices
@@ -81,7 +81,7 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def paired_bootstrap(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray,
-                     config: SignificanceConfig = SignificanceConfig()) -> dict[str, dict[str, Any]]:
+                     config: SignificanceConfig = SignificanceConfig()) -> dict[str, Interval]:
     """Delta (variant − baseline) of each metric with a percentile interval over paired resamples of examples.
 
     Paired: both models are scored on the same resampled examples, so the interval reflects the difference
@@ -106,16 +106,16 @@ def paired_bootstrap(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarr
     return out
 
 
-def interval(delta: float, low: float, high: float) -> dict[str, Any]:
+def interval(delta: float, low: float, high: float) -> Interval:
     # Significant only when the interval excludes zero; a zero-width interval at 0 (identical models) is not.
-    return {"delta": delta, "low": low, "high": high, "significant": bool(low > 0 or high < 0)}
+    return Interval.of(delta, low, high)
 
 
-def mcnemar(labels: np.ndarray, base_preds: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+def mcnemar(labels: np.ndarray, base_preds: np.ndarray, preds: np.ndarray) -> McNemar:
     """McNemar's exact test on per-example correctness: b = right→wrong, c = wrong→right, p two-sided."""
     base_ok, ok = base_preds == labels, preds == labels
     b, c = int(np.sum(base_ok & ~ok)), int(np.sum(~base_ok & ok))
-    return {"b": b, "c": c, "p_value": mcnemar_exact_p(b, c)}
+    return McNemar(b, c, mcnemar_exact_p(b, c))
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -128,11 +128,11 @@ def mcnemar_exact_p(b: int, c: int) -> float:
 
 
 def significance(labels: np.ndarray, base_probs: np.ndarray, probs: np.ndarray,
-                 config: SignificanceConfig = SignificanceConfig()) -> dict[str, Any]:
+                 config: SignificanceConfig = SignificanceConfig()) -> Significance:
     """The `significance` record of a variant: bootstrap deltas of every metric and McNemar's test."""
-    return {"seed": config.seed, "resamples": config.resamples, "confidence": config.confidence,
-            "deltas": paired_bootstrap(labels, base_probs, probs, config),
-            "mcnemar": mcnemar(labels, base_probs.argmax(-1), probs.argmax(-1))}
+    return Significance(deltas=paired_bootstrap(labels, base_probs, probs, config),
+                        mcnemar=mcnemar(labels, base_probs.argmax(-1), probs.argmax(-1)), seed=config.seed,
+                        resamples=config.resamples, confidence=config.confidence)
 
 
 def ratio_interval(base: np.ndarray, variant: np.ndarray, resamples: int = 2000, seed: int = 0,

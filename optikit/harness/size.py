@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ class Size:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "embedding_share": self.embedding_share}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Size:
+        on_disk = int(d["bytes_on_disk"])
+        weights = int(d.get("weight_bytes", on_disk))
+        return cls(on_disk, weights, int(d.get("compressed_bytes", weights)), int(d.get("parameters", 0)),
+                   int(d.get("nonzero_parameters", d.get("parameters", 0))), int(d.get("embedding_parameters", 0)),
+                   {str(k): int(v) for k, v in (d.get("files") or {}).items()})
 
 
 def _compressed(path: Path) -> int:

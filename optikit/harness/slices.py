@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from optikit.errors import ConfigError
+from optikit.harness.records import SliceScores
 
 SliceFn = Callable[[Any], Any]  # frame -> boolean mask
 # `column op value`, no eval: the operators a reader expects, nothing that could run code.
@@ -59,17 +60,17 @@ def slice_masks(frame: Any, texts: list[str] | None, user: Mapping[str, str | Sl
     return masks
 
 
-def per_slice(labels: np.ndarray, preds: np.ndarray, masks: Mapping[str, np.ndarray], classes: int) -> dict[str, Any]:
+def per_slice(labels: np.ndarray, preds: np.ndarray, masks: Mapping[str, np.ndarray],
+              classes: int) -> dict[str, SliceScores]:
     """n, accuracy and macro F1 within each slice (F1 over the classes that occur in the slice)."""
     from sklearn.metrics import f1_score
 
-    out: dict[str, Any] = {}
+    out: dict[str, SliceScores] = {}
     for name, mask in masks.items():
         n = int(mask.sum())
         if n == 0:
-            out[name] = {"n": 0, "accuracy": None, "f1_macro": None}
+            out[name] = SliceScores(0, None, None)
             continue
         y, p = labels[mask], preds[mask]
-        out[name] = {"n": n, "accuracy": float(np.mean(y == p)),
-                     "f1_macro": float(f1_score(y, p, average="macro", zero_division=0))}
+        out[name] = SliceScores(n, float(np.mean(y == p)), float(f1_score(y, p, average="macro", zero_division=0)))
     return out

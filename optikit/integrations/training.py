@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +25,15 @@ class AfterTraining:
         return headline_metrics(self.results, prefix)
 
 
-HEADLINE = ("accuracy", "f1_macro", "size_mb", "size_ratio", "agreement", "accuracy_delta", "f1_macro_delta")
-
-
 def headline_metrics(results: Results, prefix: str = "optikit") -> dict[str, float]:
-    """`to_frame`'s headline columns (its ratios come from `optikit.harness.compare`), keyed by display name."""
-    frame = results.to_frame()
-    out: dict[str, float] = {}
-    for _, row in frame.iterrows():
-        for col, value in row.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
-            if numeric and (col in HEADLINE or str(col).startswith(("p50_ms_b", "speedup_b"))):
-                out[f"{prefix}/{row['variant']}/{col}"] = float(value)
-    return out
+    """Every measured variant's headline figures under the names MLflow logs them by (`tracking.variant_metrics`:
+    `latency_ms.b32`, `speedup.b32`, `f1_macro_delta_points`, …), as `{prefix}/{display name}/{figure}`."""
+    from optikit.harness.compare import display_names
+    from optikit.tracking.mlflow import variant_metrics
+
+    return {f"{prefix}/{name}/{key}": value
+            for row, name in zip(results.variants, display_names(results.variants), strict=True)
+            if row.measured for key, value in variant_metrics(row, results).items()}
 
 
 def _chains(passes: Sequence[Any] | Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
@@ -52,7 +48,7 @@ def run_after_training(teacher: Variant, passes: Sequence[Any] | Mapping[str, Se
                        notes: Sequence[str] = ()) -> AfterTraining:
     """Runs each chain on `teacher`, benches the last variant of each against it, writes the report to `out`.
 
-    `notes` go first in the results' data notes (`task["notes"]`), which the report prints."""
+    `notes` go first in the results' data notes (`task.notes`), which the report prints."""
     from optikit import api
     from optikit.report.outputs import write_outputs
 
@@ -63,10 +59,10 @@ def run_after_training(teacher: Variant, passes: Sequence[Any] | Mapping[str, Se
             variants[name] = produced[-1]
     options = {"threads": threads, **dict(bench_options or {})}
     results = api.bench([teacher, *variants.values()], **options)
-    for row, name in zip(results.variants[1:], variants, strict=True):
-        row.name = name  # the chain's name reads better in a report than teacher+pass+pass
+    # The chain's name reads better in a report than teacher+pass+pass.
+    results.variants[1:] = [replace(row, name=name) for row, name in zip(results.variants[1:], variants, strict=True)]
     if notes:
-        results.task["notes"] = list(dict.fromkeys([*notes, *results.task.get("notes", [])]))
+        results.task = replace(results.task, notes=tuple(dict.fromkeys([*notes, *results.task.notes])))
     paths = write_outputs(results, Path(out), title=title) if out else {}
     return AfterTraining(teacher, variants, results, paths)
 

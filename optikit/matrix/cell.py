@@ -5,10 +5,14 @@ Run as `python -m optikit.matrix.cell SPEC.json`. The parent reads the record th
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import ctypes
 import importlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def _row(result: Any) -> dict[str, Any]:
-    return dataclasses.asdict(result)
+    return dict(result.to_dict())
 
 
 def _bench_config(spec: dict[str, Any]) -> BenchConfig:
@@ -40,6 +44,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Does the cell's work and returns its record; raises on failure (the caller records the error)."""
     from optikit import api
     from optikit.harness.bench import bench
+    from optikit.harness.records import plain
 
     for module in spec.get("plugins", []):
         importlib.import_module(module)  # a plugin module registers its passes on import
@@ -53,13 +58,56 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     row = results.variants[-1]
     base = results.variants[0]
     return {"status": row.status, "error": row.error, "row": _row(row), "baseline": _row(base),
-            "task": results.task, "environment": results.environment, "settings": results.settings,
+            "task": plain(results.task), "environment": plain(results.environment), "settings": plain(results.settings),
             "variant_path": str(variant.path), "variant_id": variant.id}
+
+
+# The pid of the matrix process that started this cell (set by runner.run_cell_process): the cell ends with it.
+PARENT_PID_VARIABLE = "OPTIKIT_CELL_PARENT"
+PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ends this cell, and every process it started, as soon as the matrix process that started it dies (kill -9
+    included), so a --resume never finds an orphaned cell still writing its log and record.
+
+    Two ways, because neither covers everything alone. On Linux the kernel sends SIGTERM the moment the parent dies
+    (PR_SET_PDEATHSIG, armed here rather than in a preexec_fn, which is unsafe in a threaded parent such as a Ray
+    worker; the parent thread that started us waits for us, so it cannot end first). Everywhere, a daemon thread
+    sees within PARENT_POLL_S that this process was re-parented, which also works where there is no prctl and
+    while the main thread is held in native code. Either way the end is SIGKILL to this process group, which the
+    runner made this process lead: the measuring processes the cell started end with it. Without the variable (a
+    cell run by hand) nothing is watched.
+    """
+    parent = int(os.environ.get(PARENT_PID_VARIABLE) or 0)
+    if not parent:
+        return
+    signal.signal(signal.SIGTERM, lambda *_: _end_process_group())
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        _end_process_group()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="optikit-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    _end_process_group()
+
+
+def _end_process_group() -> None:
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)  # this process included; never the group of a cell run by hand
+    os._exit(128 + signal.SIGTERM)
 
 
 def main(argv: list[str]) -> int:
     from optikit._quiet import quiet_libraries
 
+    die_with_parent()
     quiet_libraries()
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     start = time.perf_counter()

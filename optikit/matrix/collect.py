@@ -4,20 +4,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from optikit.harness.records import Environment, Task
 from optikit.harness.results import Results, VariantResult
 from optikit.matrix.spec import BASELINE, Matrix
-
-_FIELDS = {f.name for f in dataclasses.fields(VariantResult)}
-
-
-def _result(row: dict[str, Any]) -> VariantResult:
-    # Records written by another harness version may carry fields this one lacks (or miss new ones).
-    return VariantResult(**{k: v for k, v in row.items() if k in _FIELDS})
 
 
 def _failed(record: dict[str, Any], is_baseline: bool = False) -> VariantResult:
     return VariantResult(id=f"cell-{record.get('key', '?')}", name=record["variant"], format="?",
-                         lineage=list(record.get("chain", [])), parent=None, status="failed",
+                         lineage=tuple(record.get("chain", [])), parent=None, status="failed",
                          error=record.get("error") or "failed", is_baseline=is_baseline)
 
 
@@ -28,9 +22,9 @@ def group_results(matrix: Matrix, group: str, records: list[dict[str, Any]]) -> 
     meta: dict[str, Any] = {}
     for r in records:
         if r["status"] == "ok" and "row" in r:
-            row = _result(r["row"])
-            row.name = r["variant"]
-            row.is_baseline = r["variant"] == BASELINE
+            # Records written by another harness version may carry fields this one lacks (or miss new ones).
+            row = dataclasses.replace(VariantResult.from_dict(r["row"]), name=r["variant"],
+                                      is_baseline=r["variant"] == BASELINE)
         else:
             row = _failed(r, r["variant"] == BASELINE)
         rows.append(row)
@@ -45,5 +39,5 @@ def group_results(matrix: Matrix, group: str, records: list[dict[str, Any]]) -> 
     settings = dict(source.get("settings") or {})
     settings["matrix"] = {"name": matrix.name, "source": matrix.source, "group": group, "cells": meta,
                           "batch_sizes": list(matrix.batch_sizes), "f1_budget_points": matrix.f1_budget_points}
-    return Results(variants=rows, baseline_id=baseline_id, task=dict(source.get("task") or {}),
-                   environment=dict(source.get("environment") or {}), settings=settings)
+    return Results(variants=rows, baseline_id=baseline_id, task=Task.from_dict(source.get("task") or {}),
+                   environment=Environment.from_dict(source.get("environment") or {}), settings=settings)

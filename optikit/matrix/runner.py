@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from optikit._io import write_json_atomic
-from optikit._process import exit_reason
+from optikit._process import exit_reason, kill_process_group
 from optikit.errors import ConfigError
+from optikit.matrix.cell import PARENT_PID_VARIABLE
 from optikit.matrix.executors import ExecutorConfig, run_ray
+from optikit.matrix.owner import CellLock, lock_cell, lock_cells
 from optikit.matrix.spec import Matrix, TeacherSpec, VariantSpec
 from optikit.variant import library_versions, variant_id
 
@@ -129,8 +131,19 @@ def plan_cells(matrix: Matrix, out: Path) -> list[Cell]:
                 key = variant_id(_recipe_fingerprint(t), t.data_options(), [s.spec() for s in v.chain], device,
                                  matrix.batch_sizes, matrix.latency.__dict__, matrix.threads, matrix.plugins,
                                  {k: versions.get(k) for k in ("optikit", "torch", "onnxruntime", "transformers")})
-                cells.append(Cell(t, v, device, key, out / "cells" / f"{t.label}@{device}" / f"{v.name}.json"))
+                record = out / "cells" / f"{t.label}@{device}" / f"{v.name}.json"
+                cells.append(Cell(t, v, device, key, _inside(out, record)))
     return cells
+
+
+def _inside(out: Path, path: Path) -> Path:
+    """`path`, refused unless it stays under `out` once `..` is resolved: the specs check every name that makes a
+    cell path, and this catches whatever a future name might slip past them. Lexical on purpose: a folder under
+    --out that the user made a symlink to another disk is theirs to make."""
+    root, where = (Path(os.path.normpath(os.path.abspath(p))) for p in (out, path))
+    if where == root or root not in where.parents:
+        raise ConfigError(f"cell file {path} would be written outside --out {out}: give the teacher a plain `label`")
+    return path
 
 
 def read_record(cell: Cell) -> dict[str, Any] | None:
@@ -161,25 +174,45 @@ def _died(cell: Cell, returncode: int | None, log: Path, seconds: float, why: st
             "finished": time.time()}
 
 
-def run_cell_process(cell: Cell, matrix: Matrix) -> dict[str, Any]:
-    """Runs one cell in a fresh interpreter; whatever happens there, returns a record (and writes it)."""
+def run_cell_process(cell: Cell, matrix: Matrix, lock: CellLock | None = None) -> dict[str, Any]:
+    """Runs one cell in a fresh interpreter; whatever happens there, returns a record (and writes it).
+
+    The cell is owned while it runs: by `lock` when the caller took it (the local executor takes every cell it will
+    run first), else here. The cell process ends with this one (see cell.die_with_parent), and everything it
+    started ends with it on a timeout or an interrupt (it leads its own process group).
+    """
+    if lock is None:
+        lock = lock_cell(cell.record, cell.label)
+        try:
+            return run_cell_process(cell, matrix, lock)
+        finally:
+            lock.release()
     cell.record.parent.mkdir(parents=True, exist_ok=True)
     spec_path = cell.record.with_suffix(".spec.json")
     log = cell.record.with_suffix(".log")
     write_json_atomic(spec_path, _spec(cell, matrix))
     cell.record.unlink(missing_ok=True)
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a native crash leaves its stack in the cell log
+    # PYTHONFAULTHANDLER: a native crash leaves its stack in the cell log.
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", PARENT_PID_VARIABLE: str(os.getpid())}
     with log.open("w", encoding="utf-8") as fh:
+        # Its own session: the cell leads a process group that ends whole. The lock's descriptor: the cell keeps the
+        # cell owned even if it outlives this process (pass_fds is POSIX only; there is no lock elsewhere).
+        proc = subprocess.Popen([sys.executable, "-m", "optikit.matrix.cell", str(spec_path)], stdout=fh,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                pass_fds=(lock.fd,) if os.name == "posix" else ())
         try:
-            proc = subprocess.run([sys.executable, "-m", "optikit.matrix.cell", str(spec_path)], stdout=fh,
-                                  stderr=subprocess.STDOUT, env=env, timeout=matrix.cell_timeout_s, check=False)
-            code: int | None = proc.returncode
+            lock.note_cell_process(proc.pid)
+            code: int | None = proc.wait(timeout=matrix.cell_timeout_s)
         except subprocess.TimeoutExpired:
+            kill_process_group(proc)
             record = _died(cell, None, log, time.perf_counter() - start,
                            f"cell timed out after {matrix.cell_timeout_s:g} s")
             write_json_atomic(cell.record, record)
             return record
+        except BaseException:  # Ctrl-C, or an error here: the cell and its measuring processes must not outlive us
+            kill_process_group(proc)
+            raise
     found = read_record(cell)
     if found is None:
         found = _died(cell, code, log, time.perf_counter() - start)
@@ -197,12 +230,25 @@ def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bo
     if executor is not None and executor.name == "ray":
         return _run_matrix_ray(matrix, out.resolve(), resume, fail_fast, echo, executor)
     cells = plan_cells(matrix, out)
+    done = {c.record: r for c in cells if resume and (r := read_record(c)) is not None and r.get("status") == "ok"}
+    # Every cell this run will start is taken before the first starts: a second run over the same --out (a
+    # --resume while this one still runs) is refused at once instead of racing this one cell by cell.
+    locks = lock_cells([(c.record, c.label) for c in cells if c.record not in done])
+    try:
+        return _run_cells(matrix, out, cells, done, locks, fail_fast, echo)
+    finally:
+        for lock in locks.values():
+            lock.release()
+
+
+def _run_cells(matrix: Matrix, out: Path, cells: list[Cell], done: dict[Path, dict[str, Any]],
+               locks: dict[Path, CellLock], fail_fast: bool, echo: Callable[[str], None]) -> MatrixRun:
     records: dict[str, list[dict[str, Any]]] = {}
     ran, reused = [], []
     stopped = False
     for i, cell in enumerate(cells, 1):
-        previous = read_record(cell) if resume else None
-        if previous is not None and previous.get("status") == "ok":
+        previous = done.get(cell.record)
+        if previous is not None:
             records.setdefault(cell.group, []).append(previous)
             reused.append(cell.label)
             echo(f"[{i}/{len(cells)}] {cell.label}: done earlier (resumed)")
@@ -210,7 +256,8 @@ def run_matrix(matrix: Matrix, out: Path, *, resume: bool = False, fail_fast: bo
         if stopped:
             continue
         echo(f"[{i}/{len(cells)}] {cell.label} ({' → '.join(s.spec() for s in cell.variant.chain) or 'teacher'}) …")
-        record = run_cell_process(cell, matrix)
+        record = run_cell_process(cell, matrix, locks[cell.record])
+        locks.pop(cell.record).release()
         ran.append(cell.label)
         records.setdefault(cell.group, []).append(record)
         status = "ok" if record["status"] == "ok" else f"FAILED: {record.get('error')}"

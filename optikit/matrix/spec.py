@@ -12,9 +12,22 @@ from typing import Any, Literal
 from optikit.config import build_config, parse_pass_spec, require
 from optikit.errors import ConfigError
 from optikit.harness.latency import DEFAULT_MIN_SECONDS
+from optikit.variant import safe_name
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a variant name: a CLI word and a file name in every shell
 BASELINE = "baseline"
+DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def path_part_problem(text: str) -> str | None:
+    """Why `text` cannot be one file or folder name under --out (None when it can): a separator or a leading dot
+    (`.`, `..`, a hidden name) could land outside its folder or hide there; a control character breaks listings."""
+    if not text.strip():
+        return "is empty"
+    if text.startswith("."):
+        return "starts with '.'"
+    bad = sorted({c for c in text if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    return f"holds {', '.join(map(repr, bad))}" if bad else None
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,14 @@ class TeacherSpec:
     def __post_init__(self) -> None:
         require(bool(self.recipe.strip()), "teacher `recipe` must not be empty")
         if not self.label:
-            object.__setattr__(self, "label", Path(self.recipe).stem if self.recipe.endswith(".toml") else
-                               Path(self.recipe).name)
+            # Not the user's words but the recipe's file name ('.', '..' or a hidden file included): made safe.
+            name = Path(self.recipe).stem if self.recipe.endswith(".toml") else Path(self.recipe).name
+            object.__setattr__(self, "label", name if path_part_problem(name) is None else
+                               safe_name(name).lstrip(".-") or "teacher")
+        # A label the user wrote is refused rather than changed: rows, folders and the report all show it.
+        problem = path_part_problem(self.label)
+        require(problem is None, f"teacher label {self.label!r} {problem}: it names the teacher's folder under --out; "
+                "use a plain name such as label = \"minilm\" (no '/', '\\', control characters or leading '.')")
 
     def data_path(self) -> str | None:
         return (self.data_env and os.environ.get(self.data_env)) or self.data
@@ -67,7 +86,8 @@ class VariantSpec:
     chain: tuple[ChainStep, ...]
 
     def __post_init__(self) -> None:
-        require(bool(NAME.match(self.name)), f"variant name {self.name!r} must be letters, digits, '-', '_', '.', '+'")
+        require(bool(NAME.fullmatch(self.name)), f"variant name {self.name!r} must be letters, digits, '-', '_', '.', '+' "
+                "and start with a letter or digit: it names the cell's files under --out")
         require(self.name == BASELINE or bool(self.chain), f"variant {self.name!r} has an empty chain: list passes")
 
 
@@ -163,7 +183,7 @@ class Matrix:
         require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes), "batch_sizes must be ≥ 1")
         require(bool(self.devices), "devices must not be empty")
         for d in self.devices:
-            require(d == "cpu" or d.startswith("cuda"), f"device must be cpu or cuda[:N], got {d!r}")
+            require(bool(DEVICE.fullmatch(d)), f"device must be cpu or cuda (cuda:N for GPU N), got {d!r}")
         require(self.threads >= 0, f"threads must be ≥ 0, got {self.threads}")
         require(self.cell_timeout_s > 0, f"cell_timeout_s must be > 0, got {self.cell_timeout_s}")
         labels = [t.label for t in self.teachers]

@@ -6,7 +6,6 @@ so a report renders from results written before or after those fields existed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from optikit.harness.compare import (
     MIN_GAIN,
@@ -23,18 +22,12 @@ from optikit.harness.compare import (
     size_ratio,
 )
 from optikit.harness.compare import speedup as _speedup
-from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
 
 __all__ = ["Change", "Verdict", "base_of", "batch_sizes", "compare", "f1_delta_points", "f1_interval_points",
            "headline_batch", "ok", "size_ratio", "speedup", "verdict"]
 
 base_of = baseline
-
-
-def field(v: VariantResult, name: str, default: Any = None) -> Any:
-    value = getattr(v, name, None)
-    return default if value is None else value
 
 
 def f1_delta_points(v: VariantResult, base: VariantResult) -> float | None:
@@ -150,19 +143,20 @@ def compare(new: Results, old: Results) -> list[Change]:
         if ok(v) != ok(o):
             changes.append(Change(name, "status", None, None, "better" if ok(v) else "worse"))
             continue
-        if not ok(v):
+        if not ok(v) or v.alignment is None or o.alignment is None:
             continue
-        f_new, f_old = v.alignment["f1_macro"] * 100, o.alignment["f1_macro"] * 100
+        f_new, f_old = v.alignment.f1_macro * 100, o.alignment.f1_macro * 100
         diff = f_new - f_old
         changes.append(Change(name, "f1_macro (points)", f_old, f_new,
                               "same" if abs(diff) < F1_SAME_POINTS else "better" if diff > 0 else "worse"))
         for lat in v.latency:
-            ref = o.latency_at(lat["batch_size"])
-            if ref and ref.get("p50_ms"):
-                rel = headline_ms(lat) / headline_ms(ref) - 1
-                changes.append(Change(name, f"ms b{lat['batch_size']}", headline_ms(ref), headline_ms(lat),
+            ref = o.latency_at(lat.batch_size)
+            if ref and ref.headline_ms:
+                rel = lat.headline_ms / ref.headline_ms - 1
+                changes.append(Change(name, f"ms b{lat.batch_size}", ref.headline_ms, lat.headline_ms,
                                       "same" if abs(rel) < LATENCY_SAME else "better" if rel < 0 else "worse"))
-        s_new, s_old = v.size.get("bytes_on_disk"), o.size.get("bytes_on_disk")
+        s_new = v.size.bytes_on_disk if v.size else None
+        s_old = o.size.bytes_on_disk if o.size else None
         if s_new and s_old:
             rel = s_new / s_old - 1
             changes.append(Change(name, "size bytes", s_old, s_new,

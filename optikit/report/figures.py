@@ -6,9 +6,7 @@ from typing import Any
 
 from optikit.harness.compare import baseline as base_of
 from optikit.harness.compare import batch_sizes, display_names, headline_batch, interval_points, ok
-from optikit.harness.latency import headline_ms
 from optikit.harness.results import Results, VariantResult
-from optikit.report.analysis import field
 
 LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 60}, "height": 420, "template": "plotly_white"}
 
@@ -34,17 +32,17 @@ def latency_vs_f1(results: Results) -> Any:
     symbol = {b: SYMBOLS[i % len(SYMBOLS)] for i, b in enumerate(sizes)}
     for i, (v, name) in enumerate(zip(results.variants, display_names(results.variants), strict=True)):
         pts = [(b, lat) for b in sizes if ok(v) and (lat := v.latency_at(b))]
-        if not pts:
+        if not pts or v.alignment is None:
             continue
-        y = v.alignment["f1_macro"] * 100
+        y = v.alignment.f1_macro * 100
         ci = interval_points(v, "f1_macro")
-        delta = y - base.alignment["f1_macro"] * 100 if base is not None else 0.0
+        delta = y - _f1(base) * 100 if base is not None else 0.0
         lo, hi = (max(delta - ci[0], 0.0), max(ci[1] - delta, 0.0)) if ci and base is not None else (0.0, 0.0)
         fig.add_trace(go.Scatter(
-            x=[headline_ms(lat) for _, lat in pts], y=[y] * len(pts), mode="markers", name=_esc(name),
+            x=[lat.headline_ms for _, lat in pts], y=[y] * len(pts), mode="markers", name=_esc(name),
             marker={"symbol": [symbol[b] for b, _ in pts], "size": 10, "color": PALETTE[i % len(PALETTE)]},
             customdata=[f"batch {b}" for b, _ in pts],
-            error_x={"type": "data", "symmetric": False, "array": [max(lat["p90_ms"] - headline_ms(lat), 0.0) for _, lat in pts],
+            error_x={"type": "data", "symmetric": False, "array": [max(lat.p90_ms - lat.headline_ms, 0.0) for _, lat in pts],
                      "arrayminus": [0.0] * len(pts)},
             error_y={"type": "data", "symmetric": False, "array": [hi] * len(pts), "arrayminus": [lo] * len(pts),
                      "visible": bool(hi or lo)},
@@ -54,7 +52,7 @@ def latency_vs_f1(results: Results) -> Any:
         front = pareto([v for v in results.variants if ok(v)], b)
         if len(front) > 1:
             fig.add_trace(go.Scatter(x=[_ms(v, b) for v in front],
-                                     y=[v.alignment["f1_macro"] * 100 for v in front], mode="lines",
+                                     y=[_f1(v) * 100 for v in front], mode="lines",
                                      name=f"Pareto frontier (batch {b})", line={"dash": "dot", "color": "#444"}))
     shapes = ", ".join(f"{symbol[b]} = batch {b}" for b in sizes)
     fig.update_layout(**LAYOUT, title=f"Latency (steady median, bar to p90) vs macro-F1 ({shapes})",
@@ -65,7 +63,11 @@ def latency_vs_f1(results: Results) -> Any:
 
 def _ms(v: VariantResult, batch: int) -> float:
     lat = v.latency_at(batch)
-    return headline_ms(lat) if lat else float("inf")
+    return lat.headline_ms if lat else float("inf")
+
+
+def _f1(v: VariantResult) -> float:
+    return v.alignment.f1_macro if v.alignment is not None else float("nan")
 
 
 def pareto(variants: list[VariantResult], batch: int) -> list[VariantResult]:
@@ -73,23 +75,22 @@ def pareto(variants: list[VariantResult], batch: int) -> list[VariantResult]:
     pts = sorted((v for v in variants if v.latency_at(batch)), key=lambda v: _ms(v, batch))
     front, best = [], -1.0
     for v in pts:
-        if v.alignment["f1_macro"] > best:
+        if _f1(v) > best:
             front.append(v)
-            best = v.alignment["f1_macro"]
+            best = _f1(v)
     return front
 
 
 def size_bars(results: Results) -> Any:
     import plotly.graph_objects as go
 
-    named = [(v, n) for v, n in zip(results.variants, display_names(results.variants), strict=True)
-             if ok(v) and v.size.get("bytes_on_disk")]
-    measured = [v for v, _ in named]
+    named = [(v.size, n) for v, n in zip(results.variants, display_names(results.variants), strict=True)
+             if ok(v) and v.size is not None and v.size.bytes_on_disk]
+    sizes = [s for s, _ in named if s is not None]
     names = [_esc(n) for _, n in named]
-    fig = go.Figure(go.Bar(x=names, y=[v.size["bytes_on_disk"] / 1e6 for v in measured], name="on disk"))
-    if any(v.size.get("compressed_bytes") for v in measured):
-        fig.add_trace(go.Bar(x=names, y=[(v.size.get("compressed_bytes") or 0) / 1e6 for v in measured],
-                             name="compressed (zip)"))
+    fig = go.Figure(go.Bar(x=names, y=[s.bytes_on_disk / 1e6 for s in sizes], name="on disk"))
+    if any(s.compressed_bytes for s in sizes):
+        fig.add_trace(go.Bar(x=names, y=[s.compressed_bytes / 1e6 for s in sizes], name="compressed (zip)"))
     fig.update_layout(**LAYOUT, title="Size", yaxis_title="MB", barmode="group")
     return fig
 
@@ -105,15 +106,19 @@ def quadrant(results: Results) -> Any:
     for i, (v, name) in enumerate(zip(results.variants, display_names(results.variants), strict=True)):
         if not ok(v) or base is None or v is base:
             continue
-        q = field(v, "quadrant", {})
-        acc = q.get("accuracy_delta", v.alignment["accuracy"] - base.alignment["accuracy"])
-        ll = q.get("log_loss_delta", v.capability.get("log_loss", 0.0) - base.capability.get("log_loss", 0.0))
+        q = v.quadrant
+        if q is not None:
+            acc, ll, label = q.accuracy_delta, q.log_loss_delta, q.label
+        else:  # results written before the quadrant was recorded: the two rows' own figures
+            acc = (v.alignment.accuracy if v.alignment else 0.0) - (base.alignment.accuracy if base.alignment else 0.0)
+            ll = (v.capability.log_loss if v.capability else 0.0) - (base.capability.log_loss if base.capability else 0.0)
+            label = ""
         xs.append(-ll)
         ys.append(acc * 100)
         # One trace per variant: its name in the legend and the hover, not as text on the plot.
         fig.add_trace(go.Scatter(x=[-ll], y=[acc * 100], mode="markers", name=_esc(name),
                                  marker={"size": 11, "color": PALETTE[i % len(PALETTE)]},
-                                 hovertemplate=_esc(name) + "<br>" + _esc(q.get("label", "")) +
+                                 hovertemplate=_esc(name) + "<br>" + _esc(label) +
                                  "<br>log-loss gain %{x:.4f}<br>accuracy Δ %{y:.2f} pts<extra></extra>"))
     span = max([abs(x) for x in xs] + [0.01]) * 1.3
     yspan = max([abs(y) for y in ys] + [0.5]) * 1.3
@@ -142,35 +147,37 @@ def _heatmap(title: str, rows: list[str], cols: list[str], z: list[list[float | 
 
 def per_class(results: Results) -> Any | None:
     base = base_of(results)
-    if base is None or not base.alignment.get("per_class"):
+    ref = base.alignment.per_class if base is not None and base.alignment is not None else {}
+    if not ref:
         return None
-    classes = list(base.alignment["per_class"])
+    classes = list(ref)
     rows, z = [], []
     for v, name in zip(results.variants, display_names(results.variants), strict=True):
-        if ok(v) and v is not base:
-            pc = v.alignment.get("per_class", {})
+        if ok(v) and v is not base and v.alignment is not None:
+            pc = v.alignment.per_class
             rows.append(name)
-            z.append([(pc[c]["f1"] - base.alignment["per_class"][c]["f1"]) * 100 if c in pc else None
-                      for c in classes])
+            z.append([(pc[c].f1 - ref[c].f1) * 100 if c in pc else None for c in classes])
     return _heatmap("Per-class F1 change against the baseline", rows, classes, z, "F1 Δ") if rows else None
+
+
+def _slice_delta(mine: float | None, ref: float | None) -> float | None:
+    # An empty slice has f1_macro None (n=0): its cell stays blank instead of failing the whole report.
+    return (mine - ref) * 100 if mine is not None and ref is not None else None
 
 
 def per_slice(results: Results) -> Any | None:
     base = base_of(results)
-    slices = (base.alignment.get("per_slice") or {}) if base is not None else {}
+    slices = base.alignment.per_slice if base is not None and base.alignment is not None else {}
     if not slices:
         return None
     names = list(slices)
     rows, z = [], []
     for v, name in zip(results.variants, display_names(results.variants), strict=True):
-        if ok(v) and v is not base:
-            mine = v.alignment.get("per_slice") or {}
+        if ok(v) and v is not base and v.alignment is not None:
+            mine = v.alignment.per_slice
             rows.append(name)
-            # An empty slice has f1_macro None (n=0): its cell stays blank instead of failing the whole report.
-            z.append([((mine[s]["f1_macro"] - slices[s]["f1_macro"]) * 100)
-                      if s in mine and mine[s].get("f1_macro") is not None and slices[s].get("f1_macro") is not None
-                      else None for s in names])
-    labels = [f"{s} (n={slices[s].get('n', '?')})" for s in names]
+            z.append([_slice_delta(mine[s].f1_macro, slices[s].f1_macro) if s in mine else None for s in names])
+    labels = [f"{s} (n={slices[s].n})" for s in names]
     return _heatmap("Per-slice macro-F1 change against the baseline", rows, labels, z, "macro-F1 Δ") if rows else None
 
 

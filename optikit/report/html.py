@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
 from optikit.harness.compare import baseline, batch_sizes, delta, display_names, headline_batch, ok, size_ratio, speedup
-from optikit.harness.latency import headline_ms
+from optikit.harness.records import Flip, plain
 from optikit.harness.results import Results, VariantResult
-from optikit.report.analysis import Change, field, verdict
+from optikit.report.analysis import Change, verdict
 
 
 def script_json(data: Any) -> str:
@@ -49,22 +49,22 @@ def table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
         d = delta(v, base)
         ci = d.interval_points if d else None
         delta_text = "—" if d is None else f"{d.points:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-        cells += [_num(v.alignment["f1_macro"] * 100, ".2f"),
+        a, fid, beh = v.alignment, v.fidelity, v.behavioral
+        cells += [_num(a.f1_macro * 100 if a else None, ".2f"),
                   Cell(delta_text, d.points if d else None, "bad" if d is not None and d.points < -1 else ""),
-                  _num(v.alignment.get("accuracy", 0) * 100, ".2f"),
-                  _num(v.size.get("bytes_on_disk", 0) / 1e6, ".3f"), _num(size_ratio(v, base), ".2f", "×")]
-        cells += [_num(headline_ms(lat) if (lat := v.latency_at(b)) else None, ".3f") for b in sizes]
+                  _num(a.accuracy * 100 if a else None, ".2f"),
+                  _num(v.size.bytes_on_disk / 1e6 if v.size else None, ".3f"), _num(size_ratio(v, base), ".2f", "×")]
+        cells += [_num(lat.headline_ms if (lat := v.latency_at(b)) else None, ".3f") for b in sizes]
         for b in sizes:
             s = speedup(v, base, b)
             c = _num(s.ratio if s else None, ".2f", "×")
             if s is not None and s.low is not None and s.high is not None:
                 c = Cell(f"{c.text} [{s.low:.2f}, {s.high:.2f}]", s.ratio)
             cells.append(c)
-        beh = field(v, "behavioral", {})
-        cells += [_num(v.fidelity.get("agreement", 1.0 if v.is_baseline else None), ".4f"),
-                  _num(v.fidelity.get("flips_right_to_wrong"), "d"),
-                  _num(beh.get("pass_rate") * 100 if beh.get("pass_rate") is not None else None, ".1f", "%"),
-                  _num(field(v, "peak_rss_mb"), ".0f")]
+        cells += [_num(fid.agreement if fid else 1.0 if v.is_baseline else None, ".4f"),
+                  _num(fid.flips_right_to_wrong if fid else None, "d"),
+                  _num(beh.pass_rate * 100 if beh and beh.pass_rate is not None else None, ".1f", "%"),
+                  _num(v.peak_rss_mb, ".0f")]
         rows.append({"cells": cells, "span": 1, "baseline": v.is_baseline})
     return headers, rows
 
@@ -87,19 +87,27 @@ def fidelity_rows(results: Results) -> list[dict[str, Any]]:
     for v, name in zip(results.variants, display_names(results.variants), strict=True):
         if ok(v) and not v.is_baseline and v.fidelity:
             f = v.fidelity
-            out.append({"name": name, "agreement": f.get("agreement"), "r2w": f.get("flips_right_to_wrong"),
-                        "w2r": f.get("flips_wrong_to_right"), "kl": f.get("kl_mean"),
-                        "flipped": list(f.get("flipped") or [])[:15]})
+            out.append({"name": name, "agreement": f.agreement, "r2w": f.flips_right_to_wrong,
+                        "w2r": f.flips_wrong_to_right, "kl": f.kl_mean,
+                        "flipped": [_named(e, results.task.label_names) for e in f.flipped[:15]]})
     return out
+
+
+def _named(flip: Flip, label_names: tuple[str, ...]) -> Flip:
+    """The flip with its class indices shown as the task's label names."""
+    def name(label: int | str) -> int | str:
+        return label_names[label] if isinstance(label, int) and 0 <= label < len(label_names) else label
+
+    return replace(flip, label=name(flip.label), baseline=name(flip.baseline), variant=name(flip.variant))
 
 
 def behavioral_rows(results: Results) -> list[dict[str, Any]]:
     out = []
     for v, name in zip(results.variants, display_names(results.variants), strict=True):
-        beh = field(v, "behavioral", {})
+        beh = v.behavioral
         if ok(v) and beh:
-            out.append({"name": name, "pass_rate": beh.get("pass_rate"), "by_type": beh.get("by_type") or {},
-                        "regressions": list(beh.get("regressions") or [])})
+            out.append({"name": name, "pass_rate": beh.pass_rate, "by_type": beh.by_type,
+                        "regressions": list(beh.regressions)})
     return out
 
 
@@ -125,7 +133,7 @@ def render_html(results: Results, *, changes: list[Change] | None = None, agains
         results=results, verdict=verdict(results, budget), headers=headers, rows=rows, figures=figures,
         plotly_js=plotly_js, fidelity=fidelity_rows(results), behavioral=behavioral_rows(results),
         lineages=[(n, lineage(v), v.status) for v, n in zip(results.variants, names, strict=True)],
-        environment=flatten(results.environment), gate=results.settings.get("gate") or [],
+        environment=flatten(plain(results.environment)), gate=results.settings.get("gate") or [],
         changes=changes, against=against, matrix=matrix, base=baseline(results),
         headline=headline_batch(results), failed=[v for v in results.variants if v.status != "ok"],
         notes=[(name, n) for v, name in zip(results.variants, names, strict=True) for n in v.notes])

@@ -35,15 +35,16 @@ def summary_markdown(groups: Mapping[str, Results], *, title: str = "optikit ben
         for row, name in zip(results.variants, display_names(results.variants), strict=True):
             if ok(row) and base is not None:
                 d, s, size = delta(row, base), speedup(row, base, b), size_ratio(row, base)
-                lines.append(f"| {_md(name)} | {row.alignment['f1_macro'] * 100:.2f} | "
+                f1 = row.alignment.f1_macro if row.alignment is not None else float("nan")
+                lines.append(f"| {_md(name)} | {f1 * 100:.2f} | "
                              f"{'—' if d is None else f'{d.points:+.2f}'} | "
                              f"{'—' if s is None else f'{s.ratio:.2f}'} | {'—' if size is None else f'{size:.2f}'} | ok |")
             else:
                 err = _md((row.error or "not measured")[:MAX_ERROR_CHARS])
                 lines.append(f"| {_md(name)} | — | — | — | — | failed: {err} |")
         lines.append("")
-        lines += [f"> {_md(note)}" for note in results.task.get("notes", [])]
-        if results.task.get("notes"):
+        lines += [f"> {_md(note)}" for note in results.task.notes]
+        if results.task.notes:
             lines.append("")
     if gate:
         failed = [g for g in gate if not g["passed"]]

@@ -31,8 +31,8 @@ def print_table(results: Results, console: Any = None) -> None:
     # Off a terminal (CI logs, pipes) rich would wrap at 80 columns and cut every figure.
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     headers, rows = summary_rows(results)
-    table = Table(title=f"optikit: {len(results.variants)} variants on {results.task['examples']} "
-                        f"{results.task['split']} examples ({results.environment['threads']} threads)")
+    table = Table(title=f"optikit: {len(results.variants)} variants on {results.task.examples} "
+                        f"{results.task.split} examples ({results.environment.threads} threads)")
     for h in headers:
         table.add_column(h, justify="left" if h in ("variant", "format") else "right")
     for row in rows:

@@ -81,11 +81,11 @@ def variant_metrics(row: VariantResult, results: Results) -> dict[str, float]:
 def variant_tables(row: VariantResult, results: Results) -> dict[str, list[dict[str, Any]]]:
     """The tables of a variant run: every figure with its unit and interval (its rows of the long frame), each
     latency block's median per batch size, and the reliability bins behind the ECE."""
-    blocks = [{"batch_size": lat["batch_size"], "block": i, "p50_ms": ms}
-              for lat in row.latency for i, ms in enumerate(lat.get("block_p50_ms") or [])]
+    blocks = [{"batch_size": lat.batch_size, "block": i, "p50_ms": ms}
+              for lat in row.latency for i, ms in enumerate(lat.block_p50_ms)]
     return {"tables/figures.json": [asdict(f) for f in results.figures(row)],
             "tables/latency_blocks.json": blocks,
-            "tables/reliability.json": list(row.capability.get("reliability") or [])}
+            "tables/reliability.json": [asdict(b) for b in row.capability.reliability] if row.capability else []}
 
 
 def log_variant_folder(client: Any, run_id: str, folder: Path, max_bytes: int) -> list[str]:

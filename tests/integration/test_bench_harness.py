@@ -52,12 +52,12 @@ def test_bench_isolates_variants_and_records_crashes(digits_teacher, ctx, tmp_pa
     assert "onnxruntime cannot load" in bad.error
     assert "SIGABRT" in dead.error
     assert base.is_baseline and base.peak_rss_mb > 0 and q.peak_rss_mb > 0
-    assert [s["batch_size"] for s in q.speedup] == [1, 8] and all(s["rounds"] == 4 for s in q.speedup)
-    assert q.diagnostics["quantized_ops"] > 0 and base.diagnostics["float_ops"] > 0
-    assert set(q.significance["deltas"]) >= {"accuracy", "log_loss"} and q.quadrant["label"]
-    assert q.behavioral["suite"] == "digits" and set(q.behavioral["by_type"]) == {"mft", "inv", "dir"}
-    assert q.fidelity["flips_right_to_wrong"] == sum(f["kind"] == "right_to_wrong" for f in q.fidelity["flipped"])
-    assert q.size["bytes_on_disk"] == sum(p.stat().st_size for p in int8.path.rglob("*")
+    assert [s.batch_size for s in q.speedup] == [1, 8] and all(s.rounds == 4 for s in q.speedup)
+    assert q.diagnostics.quantized_ops > 0 and base.diagnostics.float_ops > 0
+    assert set(q.significance.deltas) >= {"accuracy", "log_loss"} and q.quadrant.label
+    assert q.behavioral.suite == "digits" and set(q.behavioral.by_type) == {"mft", "inv", "dir"}
+    assert q.fidelity.flips_right_to_wrong == sum(f.kind == "right_to_wrong" for f in q.fidelity.flipped)
+    assert q.size.bytes_on_disk == sum(p.stat().st_size for p in int8.path.rglob("*")
                                           if p.is_file() and p.name != "variant.json")
     validate(results)
     frame = results.to_frame()
@@ -75,8 +75,8 @@ def test_latency_repeated_in_fresh_processes_is_pooled(digits_teacher) -> None:
     results = bench([digits_teacher], config)
     (lat,) = results.variants[0].latency
     # Three processes, five calls each at least: every call pooled, one steady figure per process, their median.
-    assert len(lat["process_steady_ms"]) == 3 and lat["samples"] >= 15
-    assert lat["steady_p50_ms"] == pytest.approx(sorted(lat["process_steady_ms"])[1])
+    assert len(lat.process_steady_ms) == 3 and lat.samples >= 15
+    assert lat.steady_p50_ms == pytest.approx(sorted(lat.process_steady_ms)[1])
     assert "latency_samples" not in json.dumps(results.to_dict())
     validate(results)
 
@@ -94,10 +94,10 @@ def test_bench_text_slices_flips_and_user_suite_in_process(text_teacher, tmp_pat
                          suite=str(suite), slices=("tag=ops",), pad_to=16)
     results = bench([text_teacher, text_teacher], config, slices={"first half": lambda f: f.index < len(f) // 2})
     row = results.variants[1]
-    slices = row.alignment["per_slice"]
+    slices = row.alignment.per_slice
     assert {"tag=ops", "first half"} <= set(slices) and any(k.startswith("short") for k in slices)
-    assert slices["tag=ops"]["n"] == results.task["slices"]["tag=ops"] > 0
-    assert row.behavioral["cases"] == 3 and row.behavioral["regressions"] == []
-    assert row.quadrant["label"] == "no significant change" and row.fidelity["agreement"] == 1.0
-    assert row.peak_rss_mb is None and "2" in row.tokenization_ms
+    assert slices["tag=ops"].n == results.task.slices["tag=ops"] > 0
+    assert row.behavioral.cases == 3 and row.behavioral.regressions == ()
+    assert row.quadrant.label == "no significant change" and row.fidelity.agreement == 1.0
+    assert row.peak_rss_mb is None and 2 in row.tokenization_ms
     validate(results)

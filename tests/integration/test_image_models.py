@@ -46,11 +46,11 @@ def test_python_api_runs_every_image_pass_and_benches_them(tmp_path: Path) -> No
     results = bench([teacher, onnx, int8, pruned, student], _quick_config(), data=data)
     rows = {r.name: r for r in results.variants}
     assert all(r.status != "failed" for r in rows.values()), {n: r.error for n, r in rows.items()}
-    assert rows[onnx.name].fidelity["agreement"] == 1.0
-    assert rows[int8.name].fidelity["agreement"] >= 0.8
+    assert rows[onnx.name].fidelity.agreement == 1.0
+    assert rows[int8.name].fidelity.agreement >= 0.8
     suite = rows[teacher.name].behavioral
     assert suite["suite"] == "images" and suite["counts"]["inv"]["cases"] == 30
-    assert rows[pruned.name].size["parameters"] < rows[teacher.name].size["parameters"]
+    assert rows[pruned.name].size.parameters < rows[teacher.name].size.parameters
 
 
 def _cli(args: list[str]) -> str:

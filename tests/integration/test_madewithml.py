@@ -29,7 +29,7 @@ def test_minilm_teacher_and_its_onnx_and_int8_variants_meet_the_bar():
     onnx_fp32, int8 = optikit.compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"])
     results = optikit.bench([teacher, onnx_fp32, int8], batch_sizes=(1,), min_iterations=5, min_seconds=0.1)
     rows = {r.id: r for r in results.variants}
-    f1 = {v.id: rows[v.id].alignment["f1_macro"] for v in (teacher, onnx_fp32, int8)}
+    f1 = {v.id: rows[v.id].alignment.f1_macro for v in (teacher, onnx_fp32, int8)}
     assert f1[teacher.id] >= 0.85
-    assert rows[onnx_fp32.id].fidelity["agreement"] >= 0.995
+    assert rows[onnx_fp32.id].fidelity.agreement >= 0.995
     assert f1[teacher.id] - f1[int8.id] <= 0.02

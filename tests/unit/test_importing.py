@@ -217,4 +217,4 @@ def test_benching_a_model_optikit_did_not_train_on_its_own_split_says_it_may_ove
     results = bench([int8], batch_sizes=(1,), min_iterations=3, min_seconds=0.02, speedup_rounds=4, resamples=200,
                     suite="none")
     assert any("may overlap its training data; pass --test-data FILE or --split-col COL" in n
-               for n in results.task["notes"])
+               for n in results.task.notes)

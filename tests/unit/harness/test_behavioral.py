@@ -59,9 +59,9 @@ def test_case_outcomes_follow_mft_inv_dir_rules(tmp_path: Path) -> None:
     assert case_outcomes(suite, good) == {"m": True, "i": True, "d": True}
     assert case_outcomes(suite, bad) == {"m": False, "i": False, "d": False}
     rec = behavioral(suite, case_outcomes(suite, bad), case_outcomes(suite, good))
-    assert rec["pass_rate"] == 0.0 and rec["by_type"] == {"mft": 0.0, "inv": 0.0, "dir": 0.0}
-    assert [r["id"] for r in rec["regressions"]] == ["m", "i", "d"]
-    assert behavioral(suite, case_outcomes(suite, good), None)["regressions"] == []
+    assert rec.pass_rate == 0.0 and rec.by_type == {"mft": 0.0, "inv": 0.0, "dir": 0.0}
+    assert [r.id for r in rec.regressions] == ["m", "i", "d"]
+    assert behavioral(suite, case_outcomes(suite, good), None).regressions == ()
 
 
 def test_shift_moves_content_and_fills_with_background() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from optikit.harness.bench import _interference
-from optikit.harness.latency import Latency, LatencyConfig, headline_ms, time_calls
+from optikit.harness.latency import Latency, LatencyConfig, time_calls
 from optikit.harness.timing import SpeedupConfig, interleaved_rounds
 
 
@@ -44,13 +44,13 @@ def test_too_few_calls_make_fewer_blocks_never_tiny_ones() -> None:
 
 
 def test_headline_is_the_steady_figure_and_reads_older_results() -> None:
-    assert headline_ms({"p50_ms": 2.0, "steady_p50_ms": 1.5}) == 1.5
-    assert headline_ms({"p50_ms": 2.0}) == 2.0
+    assert Latency.from_dict({"batch_size": 1, "p50_ms": 2.0, "steady_p50_ms": 1.5}).headline_ms == 1.5
+    assert Latency.from_dict({"batch_size": 1, "p50_ms": 2.0}).headline_ms == 2.0  # written before the steady figure
 
 
 def test_disturbed_timing_gets_a_note_and_quiet_timing_none() -> None:
-    quiet = Latency.from_samples(1, [0.001] * 40, blocks=4, min_block_calls=5).to_dict()
-    busy = Latency.from_samples(32, [0.001] * 10 + [0.003] * 30, blocks=4, min_block_calls=5).to_dict()
+    quiet = Latency.from_samples(1, [0.001] * 40, blocks=4, min_block_calls=5)
+    busy = Latency.from_samples(32, [0.001] * 10 + [0.003] * 30, blocks=4, min_block_calls=5)
     notes = _interference([quiet, busy])
     assert len(notes) == 1 and "batch 32: +200%" in notes[0] and "batch 1:" not in notes[0]
 

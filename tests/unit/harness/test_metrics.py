@@ -6,18 +6,19 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from optikit.harness.metrics import alignment, capability, expected_calibration_error, fidelity
+from optikit.harness.records import Flip
 
 
 def test_alignment_equals_sklearn_on_the_same_predictions() -> None:
     rng = np.random.default_rng(0)
     labels, preds = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
     a = alignment(labels, preds, ("a", "b", "c", "d"))
-    assert a["accuracy"] == accuracy_score(labels, preds)
-    assert a["f1_macro"] == pytest.approx(f1_score(labels, preds, average="macro"))
-    assert a["f1_weighted"] == pytest.approx(f1_score(labels, preds, average="weighted"))
+    assert a.accuracy == accuracy_score(labels, preds)
+    assert a.f1_macro == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert a.f1_weighted == pytest.approx(f1_score(labels, preds, average="weighted"))
     p, r, f, s = precision_recall_fscore_support(labels, preds)
-    assert [a["per_class"][n]["f1"] for n in "abcd"] == pytest.approx(list(f))
-    assert [a["per_class"][n]["support"] for n in "abcd"] == list(s)
+    assert [a.per_class[n].f1 for n in "abcd"] == pytest.approx(list(f))
+    assert [a.per_class[n].support for n in "abcd"] == list(s)
 
 
 def test_ece_on_a_constructed_case() -> None:
@@ -28,11 +29,11 @@ def test_ece_on_a_constructed_case() -> None:
     labels = np.array([0, 0, 0, 1, 0, 1])
     ece, bins = expected_calibration_error(probs, labels)
     assert ece == pytest.approx(0.4 / 3)
-    assert bins[8] == {"low": pytest.approx(0.8), "high": pytest.approx(0.9), "count": 4, "accuracy": 0.75,
-                       "confidence": pytest.approx(0.9)}
-    assert bins[5]["count"] == 2 and bins[5]["accuracy"] == 0.5
-    assert sum(b["count"] for b in bins) == 6
-    assert capability(labels, probs)["ece"] == pytest.approx(ece)
+    assert (bins[8].low, bins[8].high, bins[8].count, bins[8].accuracy, bins[8].confidence) == (
+        pytest.approx(0.8), pytest.approx(0.9), 4, 0.75, pytest.approx(0.9))
+    assert bins[5].count == 2 and bins[5].accuracy == 0.5
+    assert sum(b.count for b in bins) == 6
+    assert capability(labels, probs).ece == pytest.approx(ece)
 
 
 def test_ece_of_a_perfectly_calibrated_confident_model_is_zero() -> None:
@@ -46,21 +47,21 @@ def test_fidelity_flips_on_a_toy_pair() -> None:
     var = np.eye(3)[[0, 2, 2, 2, 0]]  # right, wrong, right, wrong, wrong
     texts = ["a", "b", "c", "d", "e"]
     f = fidelity(labels, base * 0.9 + 0.1 / 3, var * 0.9 + 0.1 / 3, texts)
-    assert f["agreement"] == pytest.approx(0.2)
-    assert (f["flips_right_to_wrong"], f["flips_wrong_to_right"]) == (1, 1)
+    assert f.agreement == pytest.approx(0.2)
+    assert (f.flips_right_to_wrong, f.flips_wrong_to_right) == (1, 1)
     # rows: baseline prediction, columns: variant prediction
-    assert f["flip_matrix"] == [[1, 0, 1], [0, 0, 2], [1, 0, 0]]
-    assert f["flipped"] == [
-        {"index": 1, "text": "b", "label": 1, "baseline": 1, "variant": 2, "kind": "right_to_wrong"},
-        {"index": 2, "text": "c", "label": 2, "baseline": 0, "variant": 2, "kind": "wrong_to_right"},
-        {"index": 3, "text": "d", "label": 0, "baseline": 1, "variant": 2, "kind": "wrong_to_wrong"},
-        {"index": 4, "text": "e", "label": 1, "baseline": 2, "variant": 0, "kind": "wrong_to_wrong"},
-    ]
-    assert f["kl_mean"] > 0
+    assert f.flip_matrix == ((1, 0, 1), (0, 0, 2), (1, 0, 0))
+    assert f.flipped == (
+        Flip(index=1, text="b", label=1, baseline=1, variant=2, kind="right_to_wrong"),
+        Flip(index=2, text="c", label=2, baseline=0, variant=2, kind="wrong_to_right"),
+        Flip(index=3, text="d", label=0, baseline=1, variant=2, kind="wrong_to_wrong"),
+        Flip(index=4, text="e", label=1, baseline=2, variant=0, kind="wrong_to_wrong"),
+    )
+    assert f.kl_mean > 0
 
 
 def test_fidelity_to_itself_has_no_flips() -> None:
     probs = np.array([[0.7, 0.3], [0.2, 0.8]])
     f = fidelity(np.array([0, 0]), probs, probs)
-    assert f["agreement"] == 1.0 and f["flipped"] == [] and f["kl_mean"] == pytest.approx(0.0)
-    assert f["flip_matrix"] == [[1, 0], [0, 1]]
+    assert f.agreement == 1.0 and f.flipped == () and f.kl_mean == pytest.approx(0.0)
+    assert f.flip_matrix == ((1, 0), (0, 1))

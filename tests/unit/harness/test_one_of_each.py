@@ -29,7 +29,7 @@ def test_the_reported_ece_and_the_bootstrapped_ece_are_one_computation() -> None
     ece, table = expected_calibration_error(probs, labels)
     assert ece == point_metrics(labels, probs)["ece"]
     # The reliability table is what the ECE sums: Σ count/n · |accuracy − confidence|.
-    assert abs(ece - sum(b["count"] / 200 * abs(b["accuracy"] - b["confidence"]) for b in table)) < 1e-12
+    assert abs(ece - sum(b.count / 200 * abs(b.accuracy - b.confidence) for b in table)) < 1e-12
     bins = confidence_bins(probs.max(-1))
     correct = (probs.argmax(-1) == labels).astype(float)
     idx = np.stack([np.arange(200), np.arange(200)[::-1]])
@@ -44,7 +44,7 @@ def test_fidelity_kl_and_quantize_sensitivity_are_the_same_kl() -> None:
     labels = np.zeros(50, dtype=np.int64)
     kl = mean_kl(softmax(logits_a), softmax(logits_b))
     assert kl > 0 and mean_kl(softmax(logits_a), softmax(logits_a)) == 0.0
-    assert fidelity(labels, softmax(logits_a), softmax(logits_b))["kl_mean"] == kl == mean_kl_logits(logits_a, logits_b)
+    assert fidelity(labels, softmax(logits_a), softmax(logits_b)).kl_mean == kl == mean_kl_logits(logits_a, logits_b)
 
 
 def test_passes_count_onnx_ops_with_the_harness_counter(tmp_path: Path) -> None:

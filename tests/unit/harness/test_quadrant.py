@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from optikit.harness.quadrant import BEST, MISALIGNED, NO_CHANGE, SOME, WORST, quadrant, quadrant_label
+from optikit.harness.records import Interval, Quadrant
 
 
 @pytest.mark.parametrize(("acc", "loss", "expected"), [
@@ -26,7 +27,6 @@ def test_quadrant_label_uses_signs_when_one_delta_is_significant() -> None:
 
 
 def test_quadrant_record_from_significance_deltas() -> None:
-    deltas = {"accuracy": {"delta": -0.1, "low": -0.2, "high": -0.05, "significant": True},
-              "log_loss": {"delta": 0.3, "low": 0.1, "high": 0.5, "significant": True}}
-    assert quadrant(deltas) == {"label": WORST, "accuracy_delta": -0.1, "log_loss_delta": 0.3}
+    deltas = {"accuracy": Interval.of(-0.1, -0.2, -0.05), "log_loss": Interval.of(0.3, 0.1, 0.5)}
+    assert quadrant(deltas) == Quadrant(WORST, accuracy_delta=-0.1, log_loss_delta=0.3)
     assert BEST != WORST

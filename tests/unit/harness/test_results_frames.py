@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -70,7 +71,7 @@ def test_long_frame_names_siblings_apart_and_keeps_the_matrix_name() -> None:
 
 def test_long_frame_of_results_without_a_measured_baseline_keeps_each_variants_own_figures() -> None:
     res = fake_results()
-    res.variants[0].status = "failed"
+    res.variants[0] = replace(res.variants[0], status="failed")
     frame = res.to_long_frame()
     assert "int8" in set(frame["variant"]) and "speedup" not in set(frame["figure"])
     assert not any(f.endswith(("_delta_points", "_ratio")) for f in frame["figure"])

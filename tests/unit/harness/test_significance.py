@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, log_loss
 
 from optikit.harness.metrics import expected_calibration_error
+from optikit.harness.records import Interval, McNemar
 from optikit.harness.significance import (
     METRICS,
     SignificanceConfig,
@@ -48,7 +49,7 @@ def test_mcnemar_counts_discordant_pairs() -> None:
     labels = np.array([0, 0, 1, 1, 2, 2])
     base = np.array([0, 0, 1, 0, 0, 2])  # right, right, right, wrong, wrong, right
     var = np.array([0, 1, 1, 1, 2, 1])  # right, wrong, right, right, right, wrong
-    assert mcnemar(labels, base, var) == {"b": 2, "c": 2, "p_value": pytest.approx(1.0)}
+    assert mcnemar(labels, base, var) == McNemar(b=2, c=2, p_value=pytest.approx(1.0))
 
 
 def test_point_metrics_equal_sklearn() -> None:
@@ -79,16 +80,16 @@ def test_paired_bootstrap_equals_a_loop_over_the_same_resamples() -> None:
     full_b, full_v = _reference(labels, base), _reference(labels, var)
     for m in METRICS:
         low, high = np.percentile(deltas[m], [2.5, 97.5])
-        assert fast[m]["delta"] == pytest.approx(full_v[m] - full_b[m], abs=1e-9), m
-        assert fast[m]["low"] == pytest.approx(low, abs=1e-9), m
-        assert fast[m]["high"] == pytest.approx(high, abs=1e-9), m
+        assert fast[m].delta == pytest.approx(full_v[m] - full_b[m], abs=1e-9), m
+        assert fast[m].low == pytest.approx(low, abs=1e-9), m
+        assert fast[m].high == pytest.approx(high, abs=1e-9), m
 
 
 def test_paired_bootstrap_of_identical_models_is_zero_and_not_significant() -> None:
     rng = np.random.default_rng(2)
     labels, probs = rng.integers(0, 3, 50), _probs(rng, 50, 3)
     for d in paired_bootstrap(labels, probs, probs, SignificanceConfig(resamples=100)).values():
-        assert (d["delta"], d["low"], d["high"], d["significant"]) == (0.0, 0.0, 0.0, False)
+        assert (d.delta, d.low, d.high, d.significant) == (0.0, 0.0, 0.0, False)
 
 
 def test_paired_bootstrap_flags_a_clear_improvement() -> None:
@@ -96,15 +97,15 @@ def test_paired_bootstrap_flags_a_clear_improvement() -> None:
     wrong = np.tile([[0.3, 0.7], [0.7, 0.3]], (1, 1))[labels]  # confidently wrong everywhere
     right = np.eye(2)[labels] * 0.8 + 0.1  # 0.9 on the truth
     d = paired_bootstrap(labels, wrong, right, SignificanceConfig(resamples=100))
-    assert d["accuracy"] == {"delta": 1.0, "low": 1.0, "high": 1.0, "significant": True}
-    assert d["log_loss"]["high"] < 0 and d["log_loss"]["significant"]
+    assert d["accuracy"] == Interval(delta=1.0, low=1.0, high=1.0, significant=True)
+    assert d["log_loss"].high < 0 and d["log_loss"].significant
 
 
 def test_significance_records_seed_and_resamples() -> None:
     rng = np.random.default_rng(3)
     labels, a, b = rng.integers(0, 3, 40), _probs(rng, 40, 3), _probs(rng, 40, 3)
     rec = significance(labels, a, b, SignificanceConfig(resamples=150, seed=11))
-    assert rec["seed"] == 11 and rec["resamples"] == 150 and set(rec["deltas"]) == set(METRICS)
+    assert rec.seed == 11 and rec.resamples == 150 and set(rec.deltas) == set(METRICS)
     assert rec == significance(labels, a, b, SignificanceConfig(resamples=150, seed=11))  # seeded: reproducible
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from optikit.errors import ConfigError
+from optikit.harness.records import SliceScores
 from optikit.harness.slices import builtin_slices, parse_spec, per_slice, slice_masks
 
 FRAME = pd.DataFrame({"tag": ["mlops", "cv", "mlops", "nlp"], "words": [3, 10, 25, 7]})
@@ -44,8 +45,8 @@ def test_slice_masks_take_specs_and_callables_and_per_slice_scores_them() -> Non
     masks = slice_masks(FRAME, None, {"ops": "tag=mlops", "odd": lambda f: f.index % 2 == 1}, 4)
     labels, preds = np.array([0, 1, 0, 2]), np.array([0, 1, 1, 2])
     out = per_slice(labels, preds, masks, 3)
-    assert out["ops"] == {"n": 2, "accuracy": 0.5, "f1_macro": pytest.approx(1 / 3)}
-    assert out["odd"] == {"n": 2, "accuracy": 1.0, "f1_macro": 1.0}
+    assert out["ops"] == SliceScores(n=2, accuracy=0.5, f1_macro=pytest.approx(1 / 3))
+    assert out["odd"] == SliceScores(n=2, accuracy=1.0, f1_macro=1.0)
 
 
 def test_slice_masks_reject_a_callable_of_the_wrong_length() -> None:

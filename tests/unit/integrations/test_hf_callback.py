@@ -73,15 +73,15 @@ def test_callback_measures_exactly_the_trainers_eval_rows(tiny_bert_checkpoint: 
     outcome = callback.outcome
     assert outcome is not None
     task = outcome.results.task
-    assert task["examples"] == len(eval_rows) == 30 and task["split_rule"] == "test-file"
-    assert task["label_names"] == list(ORDER)
+    assert task.examples == len(eval_rows) == 30 and task.split_rule == "test-file"
+    assert task.label_names == tuple(ORDER)
     written = Path(outcome.teacher.data.test_path or "")
     assert written.parent == tmp_path / "run" / "optikit" and written.name.startswith("eval-")
     # The Trainer's class ids went back to the names the data uses, through the model's id2label.
     assert pd.read_csv(written)["tag"].tolist() == eval_rows["tag"].tolist()
     # data= holds those rows too: load_data counts the shared texts, and the report says so.
-    assert any(n.startswith("30 test example(s) also appear in the rest of the data") for n in task["notes"])
-    assert not any("seeded split" in n for n in task["notes"])
+    assert any(n.startswith("30 test example(s) also appear in the rest of the data") for n in task.notes)
+    assert not any("seeded split" in n for n in task.notes)
     assert outcome.teacher.name == tiny_bert_checkpoint.name  # the model's name, not output_dir's ("run")
 
 
@@ -116,7 +116,7 @@ def test_callback_nests_its_mlflow_run_under_the_trainers_and_notes_the_seeded_s
     sparse = next(r for r in variant_runs if r.info.run_name == "sparse")
     assert "variant/variant.json" in {a.path for a in client.list_artifacts(sparse.info.run_id, "variant")}
 
-    notes = callback.outcome.results.task["notes"]
+    notes = callback.outcome.results.task.notes
     assert notes[0].startswith("the Trainer had no eval_dataset: the test set is optikit's seeded split")
     assert any("may overlap its training data" in n for n in notes)
 

@@ -130,8 +130,8 @@ def test_from_module_takes_the_label_order_of_the_model_and_the_bench_lines_up(t
         logits = model(**tok(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")).logits
     expected = float(np.mean([order[i] == tag for i, tag in zip(logits.argmax(-1).tolist(), rows["tag"], strict=True)]))
     assert expected > 0.5, "the teacher should beat chance, or a label mix-up could go unnoticed"
-    assert results.variants[0].alignment["accuracy"] == pytest.approx(expected)
-    assert results.task["examples"] == len(v.splits.test)
+    assert results.variants[0].alignment.accuracy == pytest.approx(expected)
+    assert results.task.examples == len(v.splits.test)
 
 
 def test_from_module_names_both_label_lists_when_the_data_has_a_label_the_model_lacks(text_teacher, text_csv,

@@ -29,8 +29,9 @@ def test_size_rule_can_count_the_weight_files_alone() -> None:
     res = fake_results()
     base = next(v for v in res.variants if v.is_baseline)
     int8 = next(v for v in res.variants if v.name == "int8")
-    artifact = base.size["bytes_on_disk"] / int8.size["bytes_on_disk"]
-    weights = base.size["weight_bytes"] / int8.size["weight_bytes"]
+    assert base.size is not None and int8.size is not None
+    artifact = base.size.bytes_on_disk / int8.size.bytes_on_disk
+    weights = base.size.weight_bytes / int8.size.weight_bytes
     assert weights > artifact  # the same tokenizer bytes on both sides dilute the artifact ratio
     threshold = (artifact + weights) / 2
     [on_disk, on_weights] = evaluate((MinSizeRatio("int8", threshold), MinSizeRatio("int8", threshold, of="weights")),

@@ -178,3 +178,36 @@ def test_narrow_names_the_known_variants_or_passes(kwargs: dict, message: str) -
     with pytest.raises(ConfigError) as info:
         narrow(m, **kwargs)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"teachers": [{"recipe": "digits-cnn", "label": "../../../x"}]}, "teacher label '../../../x' starts with '.'"),
+    ({"teachers": [{"recipe": "digits-cnn", "label": "a/../../x"}]}, "teacher label 'a/../../x' holds '/'"),
+    ({"teachers": [{"recipe": "digits-cnn", "label": "..\\x"}]}, "teacher label '..\\\\x' starts with '.'"),
+    ({"teachers": [{"recipe": "digits-cnn", "label": "a\x00b"}]}, "teacher label 'a\\x00b' holds '\\x00'"),
+    ({"variants": {"../x": ["export-onnx"]}}, "variant name '../x' must be letters"),
+    ({"variants": {"x/../../y": ["export-onnx"]}}, "variant name 'x/../../y' must be letters"),
+    ({"devices": ["cuda/../../x"]}, "device must be cpu or cuda (cuda:N for GPU N), got 'cuda/../../x'"),
+    ({"devices": ["../x"]}, "device must be cpu or cuda"),
+])
+def test_a_name_that_would_leave_out_is_refused_naming_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_matrix({**_raw(), **change})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("recipe, label", [("..", "teacher"), ("/models/.hidden", "hidden"), ("./my model", "my model")])
+def test_a_label_taken_from_the_recipe_path_is_made_a_safe_folder_name(recipe: str, label: str, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    (tmp_path / "models" / "here").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "models" / "here")  # ".." is then a small folder: its files make the cell's key
+    m = parse_matrix({"teachers": [recipe]})
+    assert m.teachers[0].label == label
+    assert plan_cells(m, tmp_path)[0].record.parent == tmp_path / "cells" / f"{label}@cpu"
+
+
+def test_cell_paths_outside_out_are_refused_even_if_a_name_slipped_past_the_specs(tmp_path: Path) -> None:
+    m = parse_matrix(_raw())
+    object.__setattr__(m.teachers[0], "label", "../../escaped")  # what a future unchecked name could do
+    with pytest.raises(ConfigError, match="would be written outside --out"):
+        plan_cells(m, tmp_path / "out")

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from optikit.harness.compare import display_names
+from optikit.harness.records import MeasuredSpeedup
+from optikit.harness.significance import speedup_verdict
 from optikit.report.analysis import compare, verdict
 from optikit.report.html import render_html, script_json
 from optikit.report.outputs import write_outputs
 from optikit.report.summary import summary_markdown
 from tests.unit.report.fake import HOSTILE, fake_results, ten_variants
 
+
+def _interleaved(ratio: float, low: float, high: float) -> tuple[MeasuredSpeedup, ...]:
+    return tuple(MeasuredSpeedup(b, ratio, low, high, 10, speedup_verdict(low, high)) for b in (1, 32))
 
 def test_verdict_ships_the_faster_variant_within_budget_and_says_how_sure() -> None:
     v = verdict(fake_results(), 1.0)
@@ -25,7 +31,7 @@ def test_verdict_ships_the_faster_variant_within_budget_and_says_how_sure() -> N
 def test_verdict_never_calls_a_slower_variant_faster() -> None:
     # The case a new user met: int8 is 4× smaller and ~4× slower; the summary read "Ship int8. 0.23× faster".
     res = fake_results(int8_p50=4.35)
-    res.variants[1].speedup = [{"batch_size": b, "ratio": 0.23, "low": 0.21, "high": 0.25} for b in (1, 32)]
+    res.variants[1] = replace(res.variants[1], speedup=_interleaved(0.23, 0.21, 0.25))
     v = verdict(res, 1.0)
     assert v.ship == "int8" and v.objective == "size"
     assert v.headline == "Ship int8 for size: 4.00× smaller, 4.35× slower at batch 32."
@@ -38,8 +44,10 @@ def test_verdict_never_calls_a_slower_variant_faster() -> None:
 
 def test_verdict_names_no_speed_claim_whose_interval_holds_one() -> None:
     res = fake_results(int8_p50=0.9)
-    res.variants[1].size = {**res.variants[1].size, "bytes_on_disk": 3_990_000}
-    res.variants[1].speedup = [{"batch_size": b, "ratio": 1.3, "low": 0.97, "high": 1.6} for b in (1, 32)]
+    int8 = res.variants[1]
+    assert int8.size is not None
+    res.variants[1] = replace(int8, size=replace(int8.size, bytes_on_disk=3_990_000),
+                              speedup=_interleaved(1.3, 0.97, 1.6))
     keep = verdict(res, 1.0)
     assert keep.ship is None and keep.headline.startswith("Keep the baseline: no variant is faster at batch 32")
     assert keep.reasons == ("int8: no measurable speed difference at batch 32, 1.00× smaller",)

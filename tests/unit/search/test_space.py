@@ -1,10 +1,12 @@
 """The search space turns Optuna choices into pass chains; Results.best picks within a loss budget."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from optikit.harness.records import Environment, Task
 from optikit.harness.results import Results, VariantResult
 from optikit.search.space import SearchSpace, students_for
 
@@ -51,19 +53,21 @@ def test_an_onnx_only_baseline_is_offered_quantization_alone() -> None:
 
 
 def _row(name: str, f1: float, p50: float, size: int, baseline: bool = False) -> VariantResult:
-    return VariantResult(id=name, name=name, format="onnx", lineage=[], parent=None, is_baseline=baseline,
-                         alignment={"f1_macro": f1, "accuracy": f1}, size={"bytes_on_disk": size},
-                         latency=[{"batch_size": 32, "p50_ms": p50}])
+    # The fewest figures a row can carry (as an old results.json might): read through the JSON edge.
+    return VariantResult.from_dict({"id": name, "name": name, "format": "onnx", "lineage": [], "parent": None,
+                                    "is_baseline": baseline, "alignment": {"f1_macro": f1, "accuracy": f1},
+                                    "size": {"bytes_on_disk": size}, "latency": [{"batch_size": 32, "p50_ms": p50}]})
 
 
 def test_results_best_is_the_fastest_within_the_budget_and_may_be_the_baseline() -> None:
     results = Results([_row("base", 0.95, 10.0, 100, True), _row("fast-bad", 0.90, 2.0, 50),
-                       _row("fast-ok", 0.945, 5.0, 80), _row("small", 0.944, 9.0, 10)], "base", {}, {}, {})
+                       _row("fast-ok", 0.945, 5.0, 80), _row("small", 0.944, 9.0, 10)], "base",
+                      Task.from_dict({}), Environment.from_dict({}), {})
     assert results.best(max_loss=0.01).name == "fast-ok"
     assert results.best(max_loss=0.1).name == "fast-bad"
     assert results.best(max_loss=0.0).name == "base"
     assert results.best(max_loss=0.01, objective="size").name == "small"
-    results.variants[0].status = "failed"
+    results.variants[0] = replace(results.variants[0], status="failed")
     assert results.best() is None
 
 

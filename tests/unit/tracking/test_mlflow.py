@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from optikit.harness.records import MeasuredSpeedup, ReliabilityBin
 from optikit.tracking.mlflow import TrackingConfig, default_uri, track, variant_metrics
 from tests.unit.report.fake import fake_results
 
@@ -30,10 +32,12 @@ def _tracked(tmp_path: Path, max_artifact_mb: float = 50.0):
     from mlflow.tracking import MlflowClient
 
     res = fake_results()
-    res.variants[1].speedup = [{"batch_size": b, "ratio": 2.0, "low": 1.8, "high": 2.2, "rounds": 10} for b in (1, 32)]
-    res.variants[1].latency[0]["block_p50_ms"] = [0.5, 0.52, 0.6]
-    res.variants[1].capability["reliability"] = [{"low": 0.0, "high": 0.5, "count": 3, "accuracy": 0.3,
-                                                  "confidence": 0.4}]
+    int8 = res.variants[1]
+    assert int8.capability is not None
+    res.variants[1] = replace(
+        int8, speedup=tuple(MeasuredSpeedup(b, 2.0, 1.8, 2.2, 10, "faster") for b in (1, 32)),
+        latency=(replace(int8.latency[0], block_p50_ms=(0.5, 0.52, 0.6)), *int8.latency[1:]),
+        capability=replace(int8.capability, reliability=(ReliabilityBin(0.0, 0.5, 3, 0.3, 0.4),)))
     folder = _variant_folder(tmp_path / "int8", weights=2_000_000)
     # The default store: SQLite and the artifacts beside the report, nothing in the working directory.
     pid = track({"run": res}, {}, tmp_path, config=TrackingConfig(max_artifact_mb=max_artifact_mb),
