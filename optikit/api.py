@@ -7,8 +7,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from optikit._bounds import check_batch_sizes, check_threads, fit_batch_sizes
+from optikit._places import require_output_dir, require_writable_home
 from optikit._quiet import quiet_libraries
-from optikit.errors import ConfigError
+from optikit.errors import ConfigError, OptikitError
 from optikit.harness.bench import BenchConfig
 from optikit.harness.bench import bench as _bench
 from optikit.harness.latency import DEFAULT_MIN_SECONDS, LatencyConfig
@@ -17,12 +19,15 @@ from optikit.harness.significance import SignificanceConfig
 from optikit.harness.timing import SpeedupConfig
 from optikit.importing import DataOptions, Detected, detect, with_data
 from optikit.passes.base import Pass, PassContext, make_pass, plan_chain, run_chain
+from optikit.progress import say
 from optikit.runners import default_threads
-from optikit.teach import optikit_home, resolve_model, teach
+from optikit.teach import optikit_home, resolve_model
+from optikit.teach import teach as _teach
 from optikit.variant import Variant, load_variant
 
 if TYPE_CHECKING:
     from optikit.matrix import Matrix, MatrixOutcome
+    from optikit.recipes import Recipe
     from optikit.search.study import SearchOutcome
 
 __all__ = ["DEFAULT_MIN_SECONDS", "PassInfo", "bench", "bench_matrix", "compress", "compress_chain", "data_options",
@@ -37,6 +42,33 @@ ModelSpec = str | Path | Variant | None
 def load(path: str | Path) -> Variant:
     """Reads a variant directory written by optikit."""
     return load_variant(path)
+
+
+def teach(recipe_or_name: str | Recipe, data: str | Path | None = None, *, text_cols: tuple[str, ...] | None = None,
+          label_col: str | None = None, cache: Path | None = None, force: bool = False) -> Variant:
+    """Trains (or reuses from the cache) the teacher of a recipe name or file and returns its Variant; the cache
+    folder (OPTIKIT_HOME) is checked first, so an unwritable one is one line, not an error after training.
+
+    Example:
+        teacher = optikit.api.teach("digits-cnn")
+        print(teacher.path, teacher.report["test_accuracy"])
+    """
+    if cache is None:
+        require_writable_home(optikit_home())
+    return _teach(recipe_or_name, data, text_cols=text_cols, label_col=label_col, cache=cache, force=force)
+
+
+def _writes_home(model: Any, found: Detected | None) -> bool:
+    """Whether resolving `model` may write under OPTIKIT_HOME: a teacher to train, a user's model to import (copied
+    there), an in-memory module to save; a variant (object or folder) is only read."""
+    if isinstance(model, Variant):
+        return False
+    return _is_module(model) or found is None or found.kind != "variant"
+
+
+def _require_home_for(models: Sequence[Any], found: Sequence[Detected | None]) -> None:
+    if any(_writes_home(m, f) for m, f in zip(models, found, strict=True)):
+        require_writable_home(optikit_home())
 
 
 def _is_module(model: Any) -> bool:
@@ -73,6 +105,7 @@ def data_options(data: Any = None, **options: Any) -> DataOptions:
 
 def _variant(model: ModelSpec | Any, data: Any = None, module_options: Mapping[str, Any] | None = None) -> Variant:
     module_options = dict(module_options or {})
+    _require_home_for([model], [_on_disk(model)])
     if _is_module(model):
         from optikit.integrations.modules import from_module
 
@@ -131,13 +164,16 @@ def compress_chain(model: ModelSpec | Any, passes: Sequence[PassSpec], *, data: 
     """
     if isinstance(passes, str):
         raise ConfigError(f"passes must be a list of pass specs, e.g. [{passes!r}], not one string")
+    threads = check_threads(threads)
+    # Where the variants go is checked before any pass runs: an unwritable folder would fail after the work.
+    workdir = require_output_dir(out, "out") if out else require_writable_home(optikit_home()) / "variants"
     chain = [make_pass(p) for p in passes]
     start = _start_format(model)
     if start is not None:
         plan_chain(start, chain)  # what the format cannot do is refused before the import reads any data
     source = _variant(model, data, module_options)
     plan_chain(source.format, chain)  # fail before any work on an order that cannot run
-    ctx = PassContext(Path(out) if out else optikit_home() / "variants", threads or default_threads(), seed)
+    ctx = PassContext(workdir, threads or default_threads(), seed)
     return run_chain(source, chain, ctx)
 
 
@@ -155,7 +191,10 @@ def compress(model: ModelSpec, passes: Sequence[PassSpec], **kwargs: Any) -> Var
     return _variant(model, kwargs.get("data"), options)
 
 
-def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_sizes: Sequence[int] = (1, 32),
+DEFAULT_BATCH_SIZES = (1, 32)
+
+
+def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_sizes: Sequence[int] | None = None,
           min_iterations: int = 30, min_seconds: float = DEFAULT_MIN_SECONDS, device: str = "cpu", pad_to: int | None = None,
           fail_fast: bool = False, suite: str = "auto", slices: Mapping[str, Any] | Sequence[str] | None = None,
           resamples: int = 1000, seed: int = 0, speedup_rounds: int = 20, isolate: bool = True,
@@ -167,11 +206,22 @@ def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_si
     `fn(frame) -> bool mask`. `resamples` and `seed` drive the paired bootstrap; `speedup_rounds` the
     interleaved baseline/variant timing. `processes` > 1 times each variant's latency in that many fresh
     processes and pools them: steadier absolute figures where processes differ (the core they land on).
+    `batch_sizes` (default 1 and 32) may not exceed the test split nor MAX_BATCH_SIZE (4096); a default larger
+    than a small test split is capped to it, with a note.
 
     Example:
         results = optikit.bench(["digits-cnn", int8], suite="digits", slices={"odd": lambda f: f.index % 2 == 1})
         print(results.to_frame()[["variant", "accuracy_delta", "quadrant"]])
     """
+    chosen = batch_sizes is not None
+    named = dict(slices) if isinstance(slices, Mapping) else {s: s for s in (slices or ())}
+    # Every setting is checked before a model is resolved: resolving may train a teacher or import a model.
+    sizes = check_batch_sizes(DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes)
+    config = BenchConfig(latency=LatencyConfig(batch_sizes=sizes, min_iterations=min_iterations, min_seconds=min_seconds),
+                         speedup=SpeedupConfig(rounds=speedup_rounds, seed=seed),
+                         significance=SignificanceConfig(resamples=resamples, seed=seed),
+                         threads=check_threads(threads) or 0, device=device, pad_to=pad_to, suite=suite,
+                         isolate=isolate, processes=processes)
     resolved = resolve_bench_models(variants, data, test_data, data_keys)
     test = None
     if test_data is not None:
@@ -181,13 +231,11 @@ def bench(variants: Sequence[ModelSpec], *, threads: int | None = None, batch_si
             resolved = [with_data(resolved[0], data_options(test_data=test_data)), *resolved[1:]]
         else:
             test = _bench_test_set(resolved[0], test_data)
-    named = dict(slices) if isinstance(slices, Mapping) else {s: s for s in (slices or ())}
-    config = BenchConfig(latency=LatencyConfig(batch_sizes=tuple(batch_sizes), min_iterations=min_iterations,
-                                               min_seconds=min_seconds),
-                         speedup=SpeedupConfig(rounds=speedup_rounds, seed=seed),
-                         significance=SignificanceConfig(resamples=resamples, seed=seed),
-                         threads=threads or 0, device=device, pad_to=pad_to, suite=suite, isolate=isolate,
-                         processes=processes)
+    examples = len(test) if test is not None else len(resolved[0].splits.test)
+    sizes, note = fit_batch_sizes(config.latency.batch_sizes, examples, chosen=chosen)
+    if note:
+        say(note)
+    config = replace(config, latency=replace(config.latency, batch_sizes=sizes))
     return _bench(resolved, config, test=test, fail_fast=fail_fast, slices=named)
 
 
@@ -202,6 +250,7 @@ def resolve_bench_models(models: Sequence[ModelSpec | Any], data: Any = None, te
         raise ConfigError("nothing to bench: give at least one model or variant")
     given = data is not None or bool(keys)
     found = [_on_disk(m) for m in models]
+    _require_home_for(models, found)
     # A variant directory is re-pointed by --data (hash-checked); --test-data at bench time replaces its test
     # split instead (see bench), so it is not a re-point here.
     is_variant = [isinstance(m, Variant) or (f is not None and f.kind == "variant") for m, f in zip(models, found, strict=True)]
@@ -246,10 +295,12 @@ def demo(out: str | Path | None = None, *, threads: int | None = None,
         results, paths = optikit.demo("reports/demo")
         print(paths["md"].read_text())
     """
+    threads = check_threads(threads)
+    target = require_output_dir(out if out else default_report_dir(), "out")  # before the teacher is trained
     teacher = teach("digits-cnn")
     onnx_fp32, onnx_int8 = compress_chain(teacher, ["export-onnx", "quantize:mode=dynamic"], threads=threads)
     results = bench([teacher, onnx_fp32, onnx_int8], threads=threads, min_seconds=min_seconds)
-    return results, write_report(results, Path(out) if out else default_report_dir(), title="optikit demo")
+    return results, write_report(results, target, title="optikit demo")
 
 
 # Reports: the harness measures, the report package renders; these are the one way in from the API and the CLI.
@@ -259,15 +310,30 @@ def write_report(results: Results, out: str | Path, *, title: str = "optikit ben
                  write_json: bool = True) -> dict[str, Path]:
     """Writes results.json, results.csv, results-long.csv, summary.md and report.html under `out`; returns their
     paths by kind (json, csv, long_csv, md, html). `against` (an earlier run's Results) adds what got better or worse since then.
+    results.json is written first: when a later file fails, the measurements are on disk and the error says where.
 
     Example:
         paths = optikit.write_report(results, "reports/mine")
         print(paths["md"].read_text())
     """
+    from optikit._io import write_json_atomic
     from optikit.report.outputs import write_outputs
 
-    return write_outputs(results, Path(out), against=against, against_name=against_name,
-                         budget_points=budget_points, title=title, write_json=write_json)
+    target = Path(out)
+    saved = target / "results.json"
+    if write_json:
+        write_json_atomic(saved, results.to_dict())
+    try:
+        return write_outputs(results, target, against=against, against_name=against_name,
+                             budget_points=budget_points, title=title, write_json=False)
+    except Exception as exc:
+        if not saved.is_file():
+            raise
+        where = f"the results are saved in {saved}: `optikit report {saved}` writes the other files once that is fixed"
+        if isinstance(exc, OSError):  # the folder or the disk, not optikit: one line, as for any user error
+            raise OptikitError(f"cannot write the report in {target} ({exc.strerror or exc}); {where}") from None
+        exc.add_note(where)  # a bug keeps its traceback, and says the measurements are safe
+        raise
 
 
 def write_html(results: Results, path: str | Path) -> Path:
@@ -297,7 +363,7 @@ def render_report(results_path: str | Path, *, against: str | Path | None = None
     results_path = Path(results_path)
     results = Results.load(results_path)
     old = Results.load(against) if against else None
-    target = Path(out) if out else results_path.parent
+    target = require_output_dir(Path(out) if out else results_path.parent, "out")
     return write_report(results, target, against=old, against_name=str(against) if against else None,
                         budget_points=budget_points, write_json=target.resolve() != results_path.parent.resolve())
 
@@ -369,6 +435,8 @@ def load_matrix(path: str | Path, *, data: str | Path | None = None, variants: S
     from optikit.matrix import with_data
     from optikit.matrix.spec import narrow
 
+    threads = check_threads(threads)
+    batch_sizes = check_batch_sizes(batch_sizes)
     matrix = narrow(with_data(_load(path), str(data) if data else None), tuple(variants), tuple(passes))
     lat = matrix.latency
     latency = replace(lat, min_seconds=lat.min_seconds if min_seconds is None else min_seconds,
@@ -380,13 +448,14 @@ def load_matrix(path: str | Path, *, data: str | Path | None = None, variants: S
 def bench_matrix(matrix: Matrix | str | Path, out: str | Path | None = None, *, resume: bool = False,
                  fail_fast: bool = False, executor: Literal["local", "ray"] = "local", address: str | None = None,
                  track: Literal["mlflow"] | None = None, tracking_uri: str | None = None, experiment: str = "optikit",
-                 echo: Callable[[str], None] | None = None) -> MatrixOutcome:
+                 echo: Callable[[str], None] | None = None, allow_noisy: bool = False) -> MatrixOutcome:
     """Runs every cell of `matrix` (a Matrix from `load_matrix`, or a file) into `out` (default reports/<run>/),
     each in its own process and cached by content, then writes the report and evaluates the gate rules.
 
     `resume` reruns only the cells without a finished record in `out`; `executor="ray"` runs cells as Ray tasks
     (`address`: the cluster); `track="mlflow"` logs a parent run and a run per variant (`tracking_uri`, default a
-    SQLite file in `out`). `echo` receives a line per cell.
+    SQLite file in `out`). `echo` receives a line per cell. The gate also fails when a variant was timed on a
+    starved machine or its figures contradict each other, unless `allow_noisy`.
 
     Example:
         outcome = optikit.api.bench_matrix(optikit.api.load_matrix("benchmarks/ci.toml", variants=["onnx"]), "reports/ci")
@@ -399,9 +468,11 @@ def bench_matrix(matrix: Matrix | str | Path, out: str | Path | None = None, *, 
         raise ConfigError("resume needs the output folder of the run to resume")
     if (tracking_uri is not None or experiment != "optikit") and track is None:
         raise ConfigError("tracking_uri and experiment need track='mlflow'")
-    return _run(matrix, Path(out) if out else default_report_dir(), resume=resume, fail_fast=fail_fast,
+    target = require_output_dir(out if out else default_report_dir(), "out")
+    require_writable_home(optikit_home())  # every cell trains or reuses its teacher there
+    return _run(matrix, target, resume=resume, fail_fast=fail_fast,
                 echo=echo or (lambda s: None), executor=ExecutorConfig(executor, address),
-                tracking=_tracking(track, tracking_uri, experiment))
+                tracking=_tracking(track, tracking_uri, experiment), allow_noisy=allow_noisy)
 
 
 def _tracking(track: str | None, tracking_uri: str | None, experiment: str) -> Any:
@@ -451,12 +522,16 @@ def search(model: str | Path = "digits-cnn", out: str | Path | None = None, *, m
     from optikit.search.study import search as _search
 
     data_options(data, **data_keys)  # an unknown keyword is refused before any work
+    check_threads(threads)
+    check_batch_sizes([batch_size])
+    target = require_output_dir(out if out else default_report_dir(), "out")
+    _require_home_for([model], [_on_disk(model)])  # a teacher to train or a model to import is written there
     config = SearchConfig(model=str(model), max_loss=max_loss, metric=metric, objective=objective, trials=trials,
                           batch_size=batch_size, batch_sizes=tuple(sorted({1, batch_size})), threads=threads,
                           seed=seed, data=str(data) if data else None, parallel=parallel,
                           data_keys=tuple((k, v) for k, v in data_keys.items() if v))
     config = replace(config, latency=replace(config.latency, min_seconds=min_seconds))
-    return _search(config, Path(out) if out else default_report_dir(), executor=ExecutorConfig(executor, address),
+    return _search(config, target, executor=ExecutorConfig(executor, address),
                    echo=echo or (lambda s: None))
 
 

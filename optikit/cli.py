@@ -10,7 +10,10 @@ import click
 from click.core import ParameterSource
 
 from optikit import api
+from optikit._bounds import check_batch_sizes
+from optikit._places import require_output_dir
 from optikit.errors import ConfigError, OptikitError
+from optikit.harness.timing import MIN_SPEEDUP_ROUNDS
 
 EXIT_USAGE = 2
 
@@ -61,6 +64,8 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: cores, at most 8).")
 def demo(out: Path | None, threads: int | None) -> None:
     """Teach the embedded default (digits-cnn), export it to ONNX, quantize to int8, bench all three."""
+    if out is not None:
+        require_output_dir(out)
     results, paths = api.demo(out, threads=threads)
     api.print_table(results)
     click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['long_csv']}, {paths['md']}, {paths['html']}")
@@ -108,6 +113,8 @@ def compress(model: str | None, pass_specs: tuple[str, ...], data: Path | None, 
              labels: str | None, out: Path | None, threads: int | None) -> None:
     """Run a chain of passes on MODEL: your own model (Hugging Face folder, .onnx, cached hub id), a variant
     directory, or a teacher name (default: digits-cnn)."""
+    if out is not None:
+        require_output_dir(out)
     keys = _data_keys(test_data, split_col, text_cols, label_col, image_col, labels)
     produced = api.compress_chain(model, list(pass_specs), data=data, out=out, threads=threads, **keys)
     for v in produced:
@@ -131,7 +138,7 @@ VARIANTS_ONLY = {
     "pad_to": "a matrix's cells pad each batch to its longest text; " + _BY_PATH + "--pad-to …",
     "no_isolate": "a matrix always runs each cell in its own process",
 }
-MATRIX_ONLY = ("gate", "resume", "executor", "address", "variant_names", "pass_names")
+MATRIX_ONLY = ("gate", "allow_noisy", "resume", "executor", "address", "variant_names", "pass_names")
 
 
 def _given(ctx: click.Context) -> dict[str, str]:
@@ -167,6 +174,9 @@ def _check_bench_options(given: dict[str, str], matrix: bool, executor: str, out
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed variant or matrix cell.")
 @click.option("--gate", is_flag=True, help="Matrix: exit 1 when a gate rule fails, naming each rule.")
+@click.option("--allow-noisy", is_flag=True,
+              help="Matrix, --gate: pass even when a variant was timed on a starved machine or its timings contradict "
+                   "each other (the report still says so).")
 @click.option("--resume", is_flag=True, help="Matrix: rerun only cells without a finished record in --out.")
 @click.option("--variant", "variant_names", multiple=True, metavar="NAME",
               help="Matrix: run only this named variant (repeatable; the baseline always runs).")
@@ -179,9 +189,10 @@ def _check_bench_options(given: dict[str, str], matrix: bool, executor: str, out
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Variants: paired-bootstrap resamples for the confidence intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Variants: seed of the bootstrap and round order.")
-@click.option("--speedup-rounds", type=click.IntRange(min=2), default=20, show_default=True,
-              help="Variants: interleaved baseline/variant rounds behind each speedup interval.")
-@click.option("--pad-to", type=click.IntRange(min=1), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
+@click.option("--speedup-rounds", type=click.IntRange(min=MIN_SPEEDUP_ROUNDS), default=20, show_default=True,
+              help=f"Variants: interleaved baseline/variant rounds behind each speedup interval "
+                   f"(at least {MIN_SPEEDUP_ROUNDS}).")
+@click.option("--pad-to", type=click.IntRange(min=2), help="Variants: fixed-shape mode, pad every text batch to N tokens.")
 @click.option("--min-iterations", type=click.IntRange(min=3), default=30, show_default=True,
               help="Timed calls per batch size, at least (a matrix: overrides its [latency] min_iterations).")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
@@ -194,7 +205,7 @@ def _check_bench_options(given: dict[str, str], matrix: bool, executor: str, out
               help="Matrix: run cells one after another here, or as Ray tasks.")
 @click.option("--address", help="Matrix, --executor ray: the cluster (e.g. auto or ray://head:10001).")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
-          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, resume: bool,
+          min_seconds: float | None, device: str, fail_fast: bool, gate: bool, allow_noisy: bool, resume: bool,
           variant_names: tuple[str, ...], pass_names: tuple[str, ...], data: Path | None,
           test_data: Path | None, split_col: str | None, text_cols: str | None, label_col: str | None,
           image_col: str | None, labels: str | None, suite: str, slices: tuple[str, ...], resamples: int, seed: int,
@@ -210,6 +221,9 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
     given = _given(click.get_current_context())
     is_matrix = len(models) == 1 and models[0].endswith(".toml")
     _check_bench_options(given, is_matrix, executor, out)
+    # Before anything is measured: a folder that cannot be written would lose the measurements at the end.
+    target = require_output_dir(out if out is not None else api.default_report_dir())
+    check_batch_sizes(batch_sizes, "--batch-size")  # the test split bound waits for the data, inside api.bench
     tracking: dict[str, Any] = {"track": track, "tracking_uri": tracking_uri, "experiment": experiment}
     if is_matrix:
         matrix = api.load_matrix(models[0], data=data, variants=variant_names, passes=pass_names, threads=threads,
@@ -220,18 +234,18 @@ def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_
             rules = ", ".join(r.name for r in matrix.gate) or "none"
             click.echo(f"narrowed to {', '.join(v.name for v in matrix.variants)} (gate rules: {rules})", err=True)
         outcome = api.bench_matrix(matrix, out, resume=resume, fail_fast=fail_fast, executor=executor,  # type: ignore[arg-type]
-                                   address=address, echo=lambda s: click.echo(s, err=True), **tracking)
+                                   address=address, echo=lambda s: click.echo(s, err=True), allow_noisy=allow_noisy,
+                                   **tracking)
         _matrix_exit(outcome, fail_fast, gate)
         return
     keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
     # Resolved here (not inside api.bench) because tracking logs each variant's manifest.
     resolved = api.resolve_bench_models(list(models), data, test_data, keys)
-    results = api.bench(resolved, test_data=test_data, threads=threads, batch_sizes=batch_sizes or (1, 32),
+    results = api.bench(resolved, test_data=test_data, threads=threads, batch_sizes=batch_sizes or None,
                         min_seconds=api.DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds, device=device,
                         fail_fast=fail_fast, suite=suite, slices=list(slices), resamples=resamples, seed=seed,
                         speedup_rounds=speedup_rounds, pad_to=pad_to, min_iterations=min_iterations,
                         isolate=not no_isolate, processes=processes or 1)
-    target = out or api.default_report_dir()
     paths = api.write_report(results, target)
     api.print_table(results)
     click.echo(f"wrote {paths['json']}, {paths['csv']}, {paths['long_csv']}, {paths['md']}, {paths['html']}")
@@ -280,6 +294,8 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
            executor: str, address: str | None, parallel: int) -> None:
     """Search pass chains and settings (Optuna, latency or size vs loss) for MODEL; report the Pareto set and the
     best variant within --max-loss."""
+    if out is not None:
+        require_output_dir(out)
     outcome = api.search(model, out, max_loss=max_loss, metric=metric, objective=objective,  # type: ignore[arg-type]
                          trials=trials, batch_size=batch_size, threads=threads, min_seconds=min_seconds, seed=seed,
                          data=data, executor=executor, address=address, parallel=parallel,  # type: ignore[arg-type]
@@ -297,6 +313,8 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
 @click.option("--budget", type=click.FloatRange(min=0), help="Macro-F1 loss budget in points for the verdict.")
 def report(results_path: Path, against: Path | None, out: Path | None, budget: float | None) -> None:
     """Re-render report.html and summary.md from a saved results.json (nothing is re-run)."""
+    if out is not None:
+        require_output_dir(out)
     paths = api.render_report(results_path, against=against, out=out, budget_points=budget)
     click.echo(paths["md"].read_text(encoding="utf-8"))
     click.echo(str(paths["html"]))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optikit._bounds import available_memory_bytes, human_bytes
 from optikit._registry import Registry
 from optikit.errors import ModelLoadError
 
@@ -111,7 +112,30 @@ def hf_pruned(config: dict[str, Any], shapes: dict[str, dict[str, Any]]) -> nn.M
 def build_architecture(spec: dict[str, Any]) -> nn.Module:
     spec = dict(spec)
     name = spec.pop("name")
-    return architectures.get(name)(**spec)
+    builder = architectures.get(name)
+    require_memory_for(name, builder, spec)
+    return builder(**spec)
+
+
+def require_memory_for(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Refuses, before anything is allocated, an architecture whose weights alone need more memory than is
+    available. Its sizes come from a manifest or a recipe, so a wrong width would otherwise allocate until the
+    machine swaps or the process is killed; built on torch's meta device, the module has shapes but no storage."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            shapes = builder(**kwargs)
+        tensors = [*shapes.parameters(), *shapes.buffers()]
+    except Exception:  # whatever the real build raises, it raises there, with its own message
+        return
+    needed = sum(t.numel() * t.element_size() for t in tensors)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        count = sum(t.numel() for t in tensors)
+        raise ModelLoadError(f"architecture {name} needs {human_bytes(needed)} for its {count:,} weights, more than "
+                             f"the {human_bytes(available)} of memory available: check its sizes (layer widths) in "
+                             "the variant's manifest or the recipe")
 
 
 def load_module(variant: Variant) -> nn.Module:

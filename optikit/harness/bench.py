@@ -15,6 +15,7 @@ import numpy as np
 from optikit.config import require
 from optikit.errors import ConfigError, MeasurementError, OptikitError
 from optikit.harness.behavioral import Suite, auto_suite, behavioral, case_outcomes, load_suite
+from optikit.harness.conditions import LoadReading, assess, preflight, read_load
 from optikit.harness.environment import environment
 from optikit.harness.isolation import Measured, measure_variant
 from optikit.harness.latency import Latency, LatencyConfig
@@ -108,11 +109,14 @@ def data_notes(baseline: Variant, full: Any, split: Any, test: Any = None) -> li
 
 
 def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, data: Any = None, test: Any = None,
-          fail_fast: bool = False, slices: Mapping[str, str | Callable[[Any], Any]] | None = None) -> Results:
+          fail_fast: bool = False, slices: Mapping[str, str | Callable[[Any], Any]] | None = None,
+          load_reader: Callable[[], LoadReading | None] = read_load) -> Results:
     """Measures `variants` (the first is the baseline) on the baseline's split; a failing variant is recorded.
 
     `test` (a Dataset) replaces the split: the user's own test set given at bench time.
     `slices` adds named subsets: a spec string (`"tag=mlops"`, `"words<20"`) or a callable frame → bool mask.
+    `load_reader` reads the machine's load before and after each variant's timing (conditions.py); every row's
+    `conditions` says whether it was starved or its timings disagree with each other.
     """
     from optikit.teach import dataset_for
 
@@ -131,6 +135,9 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
     masks = slice_masks(split.frame, split.texts() if split.kind == "text" else None,
                         {**{s: s for s in config.slices}, **(slices or {})}, len(split))
     texts = split.texts()
+    warning = preflight(threads, reading) if (reading := load_reader()) is not None else None
+    if warning:
+        say(f"warning: {warning}")
     rows: list[VariantResult] = []
     base: tuple[VariantResult, Measured] | None = None
     base_outcomes: dict[str, bool] | None = None
@@ -138,6 +145,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
         say(f"measuring {v.name} ({v.format}) …")
         row = VariantResult(id=v.id, name=v.name, format=v.format, lineage=tuple(s.label() for s in v.lineage),
                             parent=v.parent, pass_report=v.report)
+        before = load_reader()
         try:
             measured = measure_variant(_job(v, baseline if base is not None else None, config, threads), split.inputs,
                                        suite.inputs if suite is not None else None, isolate=config.isolate,
@@ -149,6 +157,7 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
             if base is None:
                 raise MeasurementError(f"the baseline {baseline.name} could not be measured: {exc}") from None
             continue
+        after = load_reader()
         f = measured.figures
         probs, labels = measured.probs, split.labels
         preds = probs.argmax(-1)
@@ -169,6 +178,9 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
             significance=sig, quadrant=quadrant(sig.deltas), speedup=_speedup(measured, config.speedup),
             behavioral=(behavioral(suite, outcomes, None if is_baseline else base_outcomes)
                         if suite is not None and outcomes is not None else None))
+        row = replace(row, conditions=assess(v.name, threads, before=before, after=after, latency=row.latency,
+                                             baseline_latency=() if is_baseline or base is None else base[0].latency,
+                                             speedups=row.speedup))
         if base is None:
             base, base_outcomes = (row, measured), outcomes
         rows.append(row)
@@ -179,7 +191,8 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
                              split_rule="bench-test-file" if test is not None else baseline.splits.rule,
                              notes=tuple(data_notes(baseline, full, split, test)),
                              slices={name: int(m.sum()) for name, m in masks.items()}),
-                   environment=environment(threads, config.device), settings=config.settings(threads))
+                   environment=environment(threads, config.device),
+                   settings={**config.settings(threads), "preflight": warning})
 
 
 def _slower_than_parent(r: VariantResult, parent: VariantResult, baseline_id: str) -> list[str]:

@@ -302,6 +302,16 @@ def best(results: Results, objective: Objective = "latency", *, batch_size: int 
                   check, v is base)
 
 
+def timing_doubts(*rows: VariantResult) -> tuple[str, ...]:
+    """Why the timings of `rows` cannot be trusted (a starved machine, figures that contradict each other): every
+    reason their measurement-condition checks flagged, in order, each once. Empty when all ran quietly."""
+    reasons: dict[str, None] = {}
+    for v in rows:
+        if v.conditions is not None and v.conditions.flagged:
+            reasons.update(dict.fromkeys(v.conditions.reasons or (v.conditions.summary(),)))
+    return tuple(reasons)
+
+
 def _steps(lineage: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     """Lineage labels (`quantize:mode=static,per_channel=True`) as (pass, options)."""
     steps = []

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from optikit.harness import compare
+from optikit.harness.conditions import Assessment
 from optikit.harness.latency import Latency
 from optikit.harness.records import (
     Alignment,
@@ -26,7 +27,7 @@ from optikit.harness.records import (
 )
 from optikit.harness.size import Size
 
-RESULTS_SCHEMA = 2  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics
+RESULTS_SCHEMA = 3  # 2: significance, quadrant, behavioral, speedup, peak RSS, diagnostics; 3: conditions, quality by batch
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class VariantResult:
     speedup: tuple[MeasuredSpeedup, ...] = ()  # interleaved rounds vs the baseline, per batch size
     peak_rss_mb: float | None = None  # the measuring process's high-water RSS (None when not isolated)
     diagnostics: Diagnostics | None = None
+    conditions: Assessment | None = None  # whether the machine was starved, or the timings disagree with each other
 
     @property
     def measured(self) -> bool:
@@ -71,7 +73,7 @@ class VariantResult:
         return next((s for s in self.speedup if s.batch_size == batch_size), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row of results.json (schema 2): a record not measured is written as {} as it always was."""
+        """The row of results.json: a record not measured is written as {}, as schema 2 always wrote it."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -96,13 +98,15 @@ class VariantResult:
                    notes=tuple(d.get("notes") or ()), significance=record("significance"),
                    quadrant=record("quadrant"), behavioral=record("behavioral"),
                    speedup=tuple(MeasuredSpeedup.from_dict(x) for x in d.get("speedup") or ()),
-                   peak_rss_mb=opt(d.get("peak_rss_mb")), diagnostics=record("diagnostics"))
+                   peak_rss_mb=opt(d.get("peak_rss_mb")), diagnostics=record("diagnostics"),
+                   conditions=record("conditions"))
 
 
 _RECORDS: dict[str, Any] = {"runner": RunnerInfo.from_dict, "size": Size.from_dict, "alignment": Alignment.from_dict,
                             "capability": Capability.from_dict, "fidelity": Fidelity.from_dict,
                             "significance": Significance.from_dict, "quadrant": Quadrant.from_dict,
-                            "behavioral": Behavioral.from_dict, "diagnostics": Diagnostics.from_dict}
+                            "behavioral": Behavioral.from_dict, "diagnostics": Diagnostics.from_dict,
+                            "conditions": Assessment.from_dict}
 
 
 @dataclass(frozen=True)
@@ -167,11 +171,11 @@ class Results:
         """results.json: strict JSON values (a non-finite figure is null)."""
         return {"variants": [v.to_dict() for v in self.variants], "baseline_id": self.baseline_id,
                 "task": plain(self.task), "environment": plain(self.environment), "settings": plain(self.settings),
-                "schema": self.schema}
+                "schema": RESULTS_SCHEMA}  # written in the current format, whichever it was read from
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Results:
-        """Any results.json optikit wrote (schema 1 or 2): what an older version did not record is None or empty."""
+        """Any results.json optikit wrote (schema 1 to 3): what an older version did not record is None or empty."""
         return cls(variants=[VariantResult.from_dict(v) for v in d["variants"]], baseline_id=str(d["baseline_id"]),
                    task=Task.from_dict(d["task"]), environment=Environment.from_dict(d["environment"]),
                    settings=dict(d.get("settings") or {}), schema=int(d.get("schema", RESULTS_SCHEMA)))

@@ -4,7 +4,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from optikit.harness.compare import baseline, delta, headline_batch, ok, size_ratio, speedup
+from optikit.harness.compare import (
+    baseline,
+    delta,
+    display_names,
+    headline_batch,
+    ok,
+    size_ratio,
+    speedup,
+    timing_doubts,
+)
 from optikit.harness.results import Results
 from optikit.matrix.spec import BASELINE, GateRule, MaxF1Drop, MinSizeRatio, MinSpeedup, NoFailures
 
@@ -59,6 +68,26 @@ def _check(rule: GateRule, group: str, results: Results) -> list[str]:
             return [f"{where}{rule.variant}'s {rule.of} is {got} smaller (at least {rule.ratio:g}× required)"]
         return []
     raise TypeError(f"unknown gate rule {rule!r}")
+
+
+FAIR_CONDITIONS = "measured-in-fair-conditions"
+
+
+def conditions_outcome(groups: Mapping[str, Results], allow_noisy: bool = False) -> RuleOutcome:
+    """The gate's own rule: no variant's timing was starved or inconsistent (`VariantResult.conditions`). A figure
+    measured on a starved machine can be off many-fold either way, so no speed rule can hold on it; `allow_noisy`
+    keeps the run passing and says what it let through."""
+    flagged = [f"{(g + ': ') if len(groups) > 1 else ''}{name}: {'; '.join(doubts)}"
+               for g, res in groups.items()
+               for v, name in zip(res.variants, display_names(res.variants), strict=True)
+               if (doubts := timing_doubts(v))]
+    if not flagged:
+        return RuleOutcome(FAIR_CONDITIONS, True, "holds")
+    if allow_noisy:
+        return RuleOutcome(FAIR_CONDITIONS, True, f"allowed by --allow-noisy: {len(flagged)} variant(s) measured in "
+                                                  f"unfair conditions ({' | '.join(flagged)})")
+    return RuleOutcome(FAIR_CONDITIONS, False, f"{' | '.join(flagged)} (rerun on a quiet machine, or pass "
+                                               "--allow-noisy to accept these figures)")
 
 
 def evaluate(rules: tuple[GateRule, ...], groups: Mapping[str, Results]) -> list[RuleOutcome]:

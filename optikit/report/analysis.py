@@ -20,6 +20,7 @@ from optikit.harness.compare import (
     ok,
     size_phrase,
     size_ratio,
+    timing_doubts,
 )
 from optikit.harness.compare import speedup as _speedup
 from optikit.harness.results import Results, VariantResult
@@ -105,13 +106,21 @@ def verdict(results: Results, budget_points: float = 1.0) -> Verdict:
         choice, headline = size, f"Ship {size.name} for size: {size_phrase(size.size_ratio)}, {_speed_words(size)}."
     else:
         why = _why_not(results, base, batch, budget_points)
+        doubts = timing_doubts(*results.variants)
         return Verdict(None, f"Keep the baseline: no variant is faster at batch {batch} or at least {MIN_GAIN:g}× "
                              f"smaller while losing at most {budget_points:g} point(s) of macro-F1.",
-                       tuple(why), "", budget_points)
+                       tuple(why) + doubts, _doubtful(doubts) if doubts else "", budget_points)
     reasons = [choice.speedup.detail()] if choice.speedup is not None else []
     reasons.append(choice.budget.delta.phrase())
-    return Verdict(choice.name, headline, tuple(reasons), choice.budget.sentence(), budget_points,
-                   choice.objective, batch)
+    doubts = timing_doubts(choice.variant, base)
+    return Verdict(choice.name, headline, tuple(reasons) + doubts,
+                   _doubtful(doubts) if doubts else choice.budget.sentence(), budget_points, choice.objective, batch)
+
+
+def _doubtful(doubts: tuple[str, ...]) -> str:
+    """The confidence line when the timings behind a verdict cannot be trusted: never "Confident"."""
+    more = f" (and {len(doubts) - 1} more reason(s) below)" if len(doubts) > 1 else ""
+    return f"Not certain: the timings were not measured in fair conditions: {doubts[0]}{more}"
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,28 @@ def _named(flip: Flip, label_names: tuple[str, ...]) -> Flip:
     return replace(flip, label=name(flip.label), baseline=name(flip.baseline), variant=name(flip.variant))
 
 
+def _pair(before: Any, after: Any, fmt: str) -> str:
+    return " / ".join("—" if x is None else format(x, fmt) for x in (before, after))
+
+
+def conditions_rows(results: Results) -> list[dict[str, Any]]:
+    """Each assessed variant's measurement conditions: the load read before and after its timing, and why it was
+    flagged (empty when every check holds)."""
+    out = []
+    for v, name in zip(results.variants, display_names(results.variants), strict=True):
+        c = v.conditions
+        if c is None:
+            continue
+        b, a = c.before, c.after
+        state = " and ".join(w for w, on in (("a starved machine", c.starved), ("inconsistent figures", c.inconsistent))
+                             if on) or "fair conditions"
+        out.append({"name": name, "flagged": c.flagged, "state": state, "reasons": list(c.reasons),
+                    "busy": _pair(b.other_cpu_cores if b else None, a.other_cpu_cores if a else None, ".2f"),
+                    "queue": _pair(b.run_queue if b else None, a.run_queue if a else None, "d"),
+                    "steal": _pair(b.steal_fraction if b else None, a.steal_fraction if a else None, ".0%")})
+    return out
+
+
 def behavioral_rows(results: Results) -> list[dict[str, Any]]:
     out = []
     for v, name in zip(results.variants, display_names(results.variants), strict=True):
@@ -132,6 +154,7 @@ def render_html(results: Results, *, changes: list[Change] | None = None, agains
     return template.render(
         results=results, verdict=verdict(results, budget), headers=headers, rows=rows, figures=figures,
         plotly_js=plotly_js, fidelity=fidelity_rows(results), behavioral=behavioral_rows(results),
+        conditions=conditions_rows(results), preflight=results.settings.get("preflight"),
         lineages=[(n, lineage(v), v.status) for v, n in zip(results.variants, names, strict=True)],
         environment=flatten(plain(results.environment)), gate=results.settings.get("gate") or [],
         changes=changes, against=against, matrix=matrix, base=baseline(results),

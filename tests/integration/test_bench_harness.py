@@ -101,3 +101,24 @@ def test_bench_text_slices_flips_and_user_suite_in_process(text_teacher, tmp_pat
     assert row.quadrant.label == "no significant change" and row.fidelity.agreement == 1.0
     assert row.peak_rss_mb is None and 2 in row.tokenization_ms
     validate(results)
+
+
+def test_bench_reads_the_load_around_every_timing_and_flags_a_starved_machine(digits_teacher) -> None:
+    from dataclasses import replace
+
+    from optikit.harness.conditions import LoadReading
+
+    readings: list[LoadReading] = []
+
+    def starved() -> LoadReading:  # one other process holding a whole core of two, as in optikit issue 12
+        readings.append(LoadReading(cpu_count=2, run_queue=3, other_cpu_cores=1.0))
+        return readings[-1]
+
+    results = bench([digits_teacher, digits_teacher], replace(FAST, threads=2, suite="none"), load_reader=starved)
+    assert len(readings) == 1 + 2 * 2  # before it starts, then before and after each variant
+    assert "2 measuring threads + 1.0 cores busy elsewhere > 2 cores" in results.settings["preflight"]
+    for row in results.variants:
+        assert row.conditions is not None and row.conditions.starved and row.conditions.before == readings[1]
+    validate(results)
+    again = Results.from_dict(json.loads(json.dumps(results.to_dict())))
+    assert again.variants[1].conditions == results.variants[1].conditions

@@ -4,6 +4,7 @@ The API below the CLI is replaced by recorders: these tests prove what reaches o
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -102,6 +103,7 @@ OPTIONS: dict[str, tuple[list[str], Check | None, Check | None]] = {
     "fail_fast": (["--fail-fast"], lambda s, c: s.matrix_kwargs["fail_fast"] and c == 1,
                   lambda s, c: s.bench["fail_fast"] is True),
     "gate": (["--gate"], lambda s, c: c == 1, REFUSED),
+    "allow_noisy": (["--allow-noisy"], lambda s, c: s.matrix_kwargs["allow_noisy"] is True, REFUSED),
     "resume": (["--resume", "--out", "o"], lambda s, c: s.matrix_kwargs["resume"] is True, REFUSED),
     "variant_names": (["--variant", "int8"], lambda s, c: [v.name for v in s.matrix.variants] == ["baseline", "int8"],
                       REFUSED),
@@ -219,3 +221,102 @@ def test_bench_variants_refuse_each_matrix_option(flag: str, seen: Seen, capsys)
     value = {"--executor": ["ray"], "--address": ["auto"], "--variant": ["onnx"], "--pass": ["quantize"]}.get(flag, [])
     code, err = run(["bench", "model-a", flag, *value], capsys)
     assert_refused(code, err, f"{flag} needs a matrix file: optikit bench MATRIX.toml {flag}")
+
+
+# Output locations and bounds are checked before any work (issue 12): each refusal is one line, exit 2, and nothing
+# below the CLI ran.
+
+def _never(what: str) -> Callable[..., Any]:
+    def called(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"{what} ran before the bad input was refused")
+    return called
+
+
+THROUGH_A_FILE = "--out a-file/sub: a-file is a file, not a folder; pass a folder path"
+
+
+def test_bench_out_through_a_file_is_refused_before_any_measurement(seen: Seen, tmp_path: Path, capsys,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "m.toml").write_text(MATRIX)
+    code, err = run(["bench", "model-a", "model-b", "--out", "a-file/sub"], capsys)
+    assert_refused(code, err, THROUGH_A_FILE)
+    assert seen.resolve is None and seen.bench is None and seen.report_dir is None
+    code, err = run(["bench", "m.toml", "--out", "a-file/sub"], capsys)
+    assert_refused(code, err, THROUGH_A_FILE)
+    assert seen.matrix is None
+
+
+@pytest.mark.parametrize(("args", "work"), [
+    (["compress", "digits-cnn", "--pass", "export-onnx"], "compress_chain"),
+    (["search", "digits-cnn"], "search"),
+    (["report", "results.json"], "render_report"),
+    (["demo"], "demo"),
+])
+def test_every_writing_command_refuses_an_out_through_a_file_before_its_work(
+        args: list[str], work: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(api, work, _never(f"api.{work}"))
+    code, err = run([*args, "--out", "a-file/sub"], capsys)
+    assert_refused(code, err, THROUGH_A_FILE)
+
+
+@pytest.mark.parametrize("args", [
+    ["teach", "digits-cnn"],
+    ["bench", "digits-cnn", "--out", "r"],
+    ["compress", "digits-cnn", "--pass", "export-onnx", "--out", "r"],
+    ["import", "model.onnx", "--data", "data.csv"],
+    ["demo", "--out", "r"],
+])
+def test_an_unwritable_optikit_home_is_one_line_before_training_or_importing(
+        args: list[str], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "model.onnx").write_bytes(b"")  # read as an ONNX model only after the check
+    home = tmp_path / "a-file" / "home"  # root ignores a read-only mode, so the folder is made unwritable this way
+    monkeypatch.setenv("OPTIKIT_HOME", str(home))
+    monkeypatch.delenv("OPTIKIT_QUIET", raising=False)  # so that a "training teacher" line would show
+    monkeypatch.setattr(importlib.import_module("optikit.teach"), "fit", _never("training"))
+    code, err = run(args, capsys)
+    assert_refused(code, err, f"OPTIKIT_HOME={home} is not writable: {tmp_path / 'a-file'} is a file, not a folder; "
+                              "set OPTIKIT_HOME to a writable folder")
+    assert "training teacher" not in err and not (tmp_path / "r").exists()
+
+
+def test_bench_refuses_a_batch_size_above_the_ceiling_before_resolving_models(seen: Seen, capsys) -> None:
+    code, err = run(["bench", "model-a", "model-b", "--batch-size", "100000"], capsys)
+    assert_refused(code, err, "--batch-size 100000 is above optikit's ceiling of 4096")
+    assert seen.resolve is None
+
+
+def test_speedup_rounds_range_and_help_match_the_config_minimum(seen: Seen, capsys) -> None:
+    code, err = run(["bench", "model-a", "--speedup-rounds", "3"], capsys)
+    assert code == 2 and "3 is not in the range x>=4" in err and seen.resolve is None
+    code, _ = run(["bench", "model-a", "--speedup-rounds", "4"], capsys)
+    assert code == 0 and seen.bench["speedup_rounds"] == 4
+    help_text = " ".join(click.Context(bench).get_help().split())
+    assert "(at least 4)" in help_text and "x>=4" in help_text
+
+
+def test_bench_writes_results_json_before_a_report_file_fails_and_says_where(tmp_path: Path, capsys,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import optikit.report.outputs
+
+    measured = SimpleNamespace(to_dict=lambda: {"variants": ["measured"]})
+    monkeypatch.setattr(api, "resolve_bench_models", lambda *a, **k: [SimpleNamespace(id="a", path=Path("a"))])
+    monkeypatch.setattr(api, "bench", lambda resolved, **kwargs: measured)
+
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(optikit.report.outputs, "write_outputs", disk_full)
+    out = tmp_path / "run"
+    code, err = run(["bench", "model-a", "model-b", "--out", str(out)], capsys)
+    saved = out / "results.json"
+    assert_refused(code, err, f"cannot write the report in {out} (No space left on device); the results are saved in "
+                              f"{saved}: `optikit report {saved}` writes the other files once that is fixed")
+    assert json.loads(saved.read_text()) == {"variants": ["measured"]}

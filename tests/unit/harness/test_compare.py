@@ -59,7 +59,7 @@ def test_every_consumer_picks_the_same_variant_and_states_the_same_figure() -> N
     assert f"**{v.headline}**" in md  # the report's sentence, word for word
 
     metrics = headline_metrics(res)
-    speedups = {k.split("/")[1]: x for k, x in metrics.items() if k.endswith("/speedup_b32")}
+    speedups = {k.split("/")[1]: x for k, x in metrics.items() if k.endswith("/speedup.b32")}
     assert max(speedups, key=speedups.__getitem__) == "paired-fast" and speedups["paired-fast"] == 1.60
 
     base = res.baseline
