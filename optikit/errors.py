@@ -33,5 +33,10 @@ class PassError(OptikitError):
     """A pass that failed on a model it accepted."""
 
 
+class TrainingError(OptikitError):
+    """Training that diverged (a loss or weight not finite) or learnt nothing (validation accuracy at chance); the
+    message names the option to change, since the usual cause is a setting (a learning rate typed 1e4 for 1e-4)."""
+
+
 class MeasurementError(OptikitError):
     """A measurement that could not be taken."""

@@ -12,7 +12,7 @@ from optikit.errors import ConfigError
 from optikit.models import Encoder, build_architecture, load_hf_classifier, save_module
 from optikit.progress import say
 from optikit.recipes import Recipe, load_recipe, resolve_checkpoint
-from optikit.training import evaluate_loss, fit, seed_everything
+from optikit.training import TrainingGuard, evaluate_loss, fit, seed_everything
 from optikit.variant import TaskInfo, Variant, library_versions, load_variant, variant_id
 
 if TYPE_CHECKING:
@@ -97,8 +97,11 @@ def teach(recipe_or_name: str | Recipe, data: str | Path | None = None, *, text_
         variant = Variant(id=vid, name=recipe.name, format=recipe.format, path=tmp, task=task, data=dataset.spec,
                           splits=splits, architecture=architecture, versions=versions)
         encoder = Encoder(variant)
+        # A diverged teacher fails here, inside the atomic directory: nothing is cached for the next run to reuse.
+        guard = TrainingGuard(f"teacher {recipe.name}", f"[train] learning_rate in {recipe.source}",
+                              f"[train] epochs in {recipe.source}")
         history = fit(module, dataset.take(splits.train), encoder, recipe.train,
-                      validation=dataset.take(splits.validation), desc=f"teach {recipe.name}")
+                      validation=dataset.take(splits.validation), desc=f"teach {recipe.name}", guard=guard)
         test_loss, test_acc = evaluate_loss(module, dataset.take(splits.test), encoder)
         save_module(module, recipe.format, tmp)
         variant = dataclasses.replace(variant, report={

@@ -14,6 +14,7 @@ from optikit.config import require
 from optikit.errors import ConfigError
 from optikit.models import Encoder, copy_processor
 from optikit.passes.base import PassContext, PassOutput
+from optikit.progress import say
 from optikit.variant import Variant
 
 # Ops whose int8 kernels pay off on CPU. Static int8 of every op type destroys a BERT classifier (0.97 → 0.58
@@ -251,6 +252,18 @@ def mean_kl_logits(base_logits: np.ndarray, logits: np.ndarray) -> float:
     return mean_kl(softmax(base_logits), softmax(logits))
 
 
+def calibration_count(asked: int, available: int) -> tuple[int, str | None]:
+    """How many calibration samples static quantization uses, and a note when that is fewer than asked.
+
+    Capped, not refused: the split holds at most CALIBRATION_MAX (128) rows, fewer on small data, and the default
+    (128) must work there too; ranges from fewer samples are still ranges, and the report keeps both numbers.
+    """
+    if asked <= available:
+        return asked, None
+    return available, (f"calibration_samples={asked} but the calibration split holds {available}: calibrated on "
+                       f"{available} (set calibration_samples ≤ {available} to silence this)")
+
+
 def quantize_onnxruntime(config: OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig, variant: Variant, ctx: PassContext,
                          out: Path) -> PassOutput:
     """ONNX Runtime's quantize_dynamic / quantize_static on the pre-processed graph, within `max_loss` if set."""
@@ -259,20 +272,24 @@ def quantize_onnxruntime(config: OnnxRuntimeDynamicConfig | OnnxRuntimeStaticCon
     c = config
     source = variant.path / "model.onnx"
     prepared = out / "model.prepared.onnx"
+    calibration: dict[str, Any] = {}
+    batches: list[dict[str, np.ndarray]] = []
+    if isinstance(c, OnnxRuntimeStaticConfig):  # checked against the data before any work on the graph
+        calib = ctx.split(variant, "calibration")
+        count, note = calibration_count(c.calibration_samples, len(calib))
+        if note:
+            say(f"quantize: {note}")
+        calib = calib.take(list(range(count)))
+        batches = Encoder(variant).batches(calib, 8)
+        calibration = {"method": c.calibration, "samples": len(calib), "split": "calibration",
+                       **({"percentile": c.percentile} if c.calibration == "percentile" else {}),
+                       **({"samples_asked": c.calibration_samples, "note": note} if note else {})}
     # auto_merge: BERT exports fail symbolic shape inference without it (STACK.md).
     quant_pre_process(str(source), str(prepared), auto_merge=True, skip_optimization=False)
     name_nodes(prepared)
     reduce_range, why = choose_reduce_range(c.reduce_range)
     ops = c.op_types_to_quantize()
     target = out / "model.onnx"
-    calibration: dict[str, Any] = {}
-    batches: list[dict[str, np.ndarray]] = []
-    if isinstance(c, OnnxRuntimeStaticConfig):
-        calib = ctx.split(variant, "calibration")
-        calib = calib.take(list(range(min(c.calibration_samples, len(calib)))))
-        batches = Encoder(variant).batches(calib, 8)
-        calibration = {"method": c.calibration, "samples": len(calib), "split": "calibration",
-                       **({"percentile": c.percentile} if c.calibration == "percentile" else {})}
 
     def build(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
         _quantize_file(c, prepared, path, ops, reduce_range, list(c.exclude_nodes) + exclude, only, batches)

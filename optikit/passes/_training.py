@@ -3,6 +3,7 @@ options, validated once, and the one distillation loss."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,7 +13,7 @@ import numpy as np
 from optikit.config import require
 from optikit.errors import ConfigError
 from optikit.models import torch_forward
-from optikit.training import TrainConfig
+from optikit.training import MAX_EPOCHS, TrainConfig, TrainingGuard
 
 if TYPE_CHECKING:
     import torch
@@ -35,11 +36,16 @@ class TrainingOptions:
 
     def __post_init__(self) -> None:
         epochs = getattr(self, self.epochs_option)
-        require(epochs is None or epochs >= self.min_epochs,
-                f"{self.epochs_option} must be ≥ {self.min_epochs}, got {epochs}")
-        require(self.learning_rate is None or self.learning_rate > 0,
-                f"learning_rate must be > 0, got {self.learning_rate}")
+        require(epochs is None or self.min_epochs <= epochs <= MAX_EPOCHS,
+                f"{self.epochs_option} must be ≥ {self.min_epochs} and ≤ {MAX_EPOCHS}, got {epochs}")
+        # inf or nan would train to NaN weights; a finite but huge rate is caught by the training guard instead.
+        require(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
+                f"learning_rate must be > 0 and finite, got {self.learning_rate}: e.g. learning_rate=0.001")
         require(self.batch_size is None or self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+
+    def training_guard(self, who: str) -> TrainingGuard:
+        """The guard of this pass's training, naming the options a user of the pass changes."""
+        return TrainingGuard(who, "learning_rate", self.epochs_option)
 
     def train_config(self, base: TrainConfig, epochs: int, seed: int, **overrides: Any) -> TrainConfig:
         """`base` (a recipe's [train], or the defaults for the model's format) with this pass's options on top."""
@@ -61,7 +67,8 @@ class DistillationOptions(TrainingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        require(math.isfinite(self.temperature) and self.temperature > 0,
+                f"temperature must be > 0 and finite, got {self.temperature}: e.g. temperature=4")
         require(0 <= self.alpha <= 1, f"alpha must be in [0, 1] (the share of the loss on the teacher's soft "
                                       f"targets), got {self.alpha}: e.g. alpha=0.5")
 

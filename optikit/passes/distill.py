@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,8 @@ class DistillConfig(DistillationOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.hidden_weight >= 0, f"hidden_weight must be ≥ 0, got {self.hidden_weight}")
+        require(math.isfinite(self.hidden_weight) and self.hidden_weight >= 0,
+                f"hidden_weight must be ≥ 0 and finite, got {self.hidden_weight}")
         require(self.patience is None or self.patience >= 0, f"patience must be ≥ 0, got {self.patience}")
         require(self.student == "auto" or bool(self.student.strip()), "student must be a name from `optikit "
                 f"students` ({', '.join(sorted(builtin_recipes('students')))}) or a recipe path")
@@ -321,7 +323,7 @@ class Distill(Pass):
         loss = DistillLoss(teacher, c.temperature, c.alpha, cache=cache, hidden_weight=c.hidden_weight, pairs=pairs)
         try:
             history = fit(student, train, encoder, train_config, validation=validation, loss_fn=loss,
-                          desc=f"distill {recipe.name}")
+                          desc=f"distill {recipe.name}", guard=c.training_guard(self.name))
         finally:
             loss.close()
         student_loss, student_acc = evaluate_loss(student, validation, encoder)

@@ -346,7 +346,8 @@ class StructuredPrune(Pass):
         train_config = c.train_config(format_defaults(variant.format), c.recover_epochs, ctx.seed)
         loss_fn = DistillLoss(parent, c.temperature, c.alpha) if c.recover == "distill" else None
         return fit(module, ctx.split(variant, "train"), encoder, train_config,
-                   validation=ctx.split(variant, "validation"), loss_fn=loss_fn, desc=f"{self.name} {c.recover}")
+                   validation=ctx.split(variant, "validation"), loss_fn=loss_fn, desc=f"{self.name} {c.recover}",
+                   guard=c.training_guard(f"{self.name} recover={c.recover}"))
 
     @staticmethod
     def _check_reload(module: nn.Module, out: Path, architecture: dict[str, Any] | None,

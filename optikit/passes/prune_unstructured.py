@@ -119,7 +119,7 @@ class UnstructuredPrune(Pass):
         if c.finetune_epochs:
             train_config = c.train_config(format_defaults(variant.format), c.finetune_epochs, ctx.seed)
             history = fit(module, ctx.split(variant, "train"), encoder, train_config, validation=validation,
-                          desc=f"{self.name} finetune")
+                          desc=f"{self.name} finetune", guard=c.training_guard(f"{self.name} finetune"))
         for m in layers.values():
             prune.remove(m, "weight")
         accuracy_after = evaluate_loss(module, validation, encoder)[1]

@@ -22,12 +22,12 @@ def test_teach_is_cached_by_content(tmp_path, optikit_home):
     from tests.conftest import FAST_DIGITS_RECIPE
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text(FAST_DIGITS_RECIPE.replace("epochs = 6", "epochs = 1"))
+    recipe.write_text(FAST_DIGITS_RECIPE.replace("epochs = 6", "epochs = 2"))
     first = teach(str(recipe))
     mtime = (first.path / "model.safetensors").stat().st_mtime_ns
     second = teach(str(recipe))
     assert second.path == first.path and (second.path / "model.safetensors").stat().st_mtime_ns == mtime
-    recipe.write_text(FAST_DIGITS_RECIPE.replace("epochs = 6", "epochs = 2"))
+    recipe.write_text(FAST_DIGITS_RECIPE.replace("epochs = 6", "epochs = 3"))
     assert teach(str(recipe)).path != first.path
 
 

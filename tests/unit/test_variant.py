@@ -46,3 +46,28 @@ def test_manifest_without_weights_is_rejected(digits_teacher, tmp_path):
     (tmp_path / MANIFEST).write_text((digits_teacher.path / MANIFEST).read_text())
     with pytest.raises(ModelLoadError, match="has no model.safetensors"):
         load_variant(tmp_path)
+
+
+def _strict_loads(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_manifests_are_strict_json(digits_teacher, ctx):
+    from optikit.passes.base import make_pass
+
+    pruned = make_pass("prune-unstructured:amount=0.5,finetune_epochs=1").run(digits_teacher, ctx)
+    for variant in (digits_teacher, pruned):
+        manifest = _strict_loads((variant.path / MANIFEST).read_text())
+        assert manifest["id"] == variant.id
+    assert _strict_loads((pruned.path / MANIFEST).read_text())["report"]["finetune"][0]["val_loss"] > 0
+
+
+def test_a_manifest_with_a_number_that_is_not_finite_is_never_written(digits_teacher, tmp_path):
+    import dataclasses
+
+    broken = dataclasses.replace(digits_teacher, report={"history": [{"epoch": 1, "val_loss": float("nan")}]})
+    with pytest.raises(ValueError, match=r"nan at variant\.report\.history\[0\]\.val_loss"):
+        broken.save_manifest(tmp_path)
+    assert not (tmp_path / MANIFEST).exists()

@@ -89,6 +89,23 @@ def test_quantize_tiny_bert_keeps_agreement(spec, text_onnx, mctx):
     assert (text_onnx.path / "model.onnx").stat().st_size >= 3 * (q.path / "model.onnx").stat().st_size
 
 
+def test_quantize_static_caps_calibration_samples_at_the_split_and_says_so(digits_onnx, mctx):
+    # More samples than the calibration split holds: calibrated on the whole split, both numbers in the report.
+    held = len(digits_onnx.splits.calibration)
+    q = make_pass("quantize:mode=static,calibration_samples=100000").run(digits_onnx, mctx)
+    calibration = q.report["calibration"]
+    assert (calibration["samples"], calibration["samples_asked"]) == (held, 100000)
+    assert calibration["note"] == (f"calibration_samples=100000 but the calibration split holds {held}: calibrated "
+                                   f"on {held} (set calibration_samples ≤ {held} to silence this)")
+
+
+def test_calibration_count_takes_what_is_asked_when_the_split_holds_it():
+    from optikit.passes._ort_quant import calibration_count
+
+    assert calibration_count(16, 128) == (16, None) and calibration_count(128, 128) == (128, None)
+    assert calibration_count(500, 31)[0] == 31
+
+
 def test_quantize_max_loss_returns_sensitive_nodes_to_fp32(digits_onnx, mctx):
     # One calibration example: activation ranges are far too narrow, so the first try misses a 0-point budget.
     q = make_pass("quantize:mode=static,calibration_samples=1,max_loss=0.0").run(digits_onnx, mctx)
