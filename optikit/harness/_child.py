@@ -119,6 +119,11 @@ def measure(job_dir: Path, isolated: bool) -> dict[str, Any]:
         return {"latency_samples": {str(b): model.time_batch(inputs, b, latency_config)
                                     for b in latency_config.batch_sizes}}
     np.save(job_dir / "probs.npy", model.probs(inputs, job["eval_batch_size"]))
+    # Predictions in every timed batch shape as well: a dynamically quantized model computes its activation scales
+    # per batch (pad positions included), so what a user serving one request at a time gets can differ.
+    for b in job.get("quality_batch_sizes", ()):
+        if b != job["eval_batch_size"]:
+            np.save(job_dir / f"probs_b{b}.npy", model.probs(inputs, b))
     suite_inputs = load_inputs(job_dir, "suite_inputs")
     if suite_inputs is not None and len(suite_inputs):
         np.save(job_dir / "suite_probs.npy", model.probs(suite_inputs, job["eval_batch_size"]))

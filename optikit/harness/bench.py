@@ -21,9 +21,16 @@ from optikit.harness.isolation import Measured, measure_variant
 from optikit.harness.latency import Latency, LatencyConfig
 from optikit.harness.metrics import alignment, capability, fidelity
 from optikit.harness.quadrant import quadrant
-from optikit.harness.records import Diagnostics, MeasuredSpeedup, RunnerInfo, Task
+from optikit.harness.records import BatchQuality, Diagnostics, MeasuredSpeedup, RunnerInfo, Task
 from optikit.harness.results import Results, VariantResult
-from optikit.harness.significance import SignificanceConfig, ratio_interval, significance, speedup_verdict
+from optikit.harness.significance import (
+    SignificanceConfig,
+    paired_bootstrap,
+    point_metrics,
+    ratio_interval,
+    significance,
+    speedup_verdict,
+)
 from optikit.harness.size import Size
 from optikit.harness.slices import per_slice, slice_masks
 from optikit.harness.timing import SpeedupConfig
@@ -68,7 +75,8 @@ def _job(variant: Variant, baseline: Variant | None, config: BenchConfig, thread
     return {"variant": str(variant.path), "variant_id": variant.id, "variant_name": variant.name,
             "baseline": str(baseline.path) if baseline is not None else None, "threads": threads,
             "device": config.device, "eval_batch_size": config.eval_batch_size, "pad_to": config.pad_to,
-            "latency": asdict(config.latency), "speedup": asdict(config.speedup)}
+            "latency": asdict(config.latency), "speedup": asdict(config.speedup),
+            "quality_batch_sizes": list(config.latency.batch_sizes)}
 
 
 def _suite(config: BenchConfig, baseline: Variant, full: Any, split: Any) -> Suite | None:
@@ -85,6 +93,23 @@ def _speedup(measured: Measured, config: SpeedupConfig) -> tuple[MeasuredSpeedup
     for r in measured.figures.get("speedup_rounds", []):
         ratio, low, high = ratio_interval(np.array(r["baseline"]), np.array(r["variant"]), config.resamples, config.seed)
         out.append(MeasuredSpeedup(int(r["batch_size"]), ratio, low, high, len(r["variant"]), speedup_verdict(low, high)))
+    return tuple(out)
+
+
+def quality_by_batch(labels: np.ndarray, measured: Measured, base: Measured, batch_sizes: Sequence[int],
+                     config: SignificanceConfig) -> tuple[BatchQuality, ...]:
+    """The predictions made in each timed batch size, scored, compared with the eval-batch predictions and (paired
+    bootstrap, accuracy and macro-F1) with the baseline's at the same batch size."""
+    out = []
+    eval_preds = measured.probs.argmax(-1)
+    for b in batch_sizes:
+        probs = measured.probs_by_batch.get(b, measured.probs)
+        base_probs = base.probs_by_batch.get(b, base.probs)
+        point = point_metrics(labels, probs)
+        deltas = {m: d for m, d in paired_bootstrap(labels, base_probs, probs, config).items()
+                  if m in ("accuracy", "f1_macro")}
+        out.append(BatchQuality(b, point["accuracy"], point["f1_macro"],
+                                float(np.mean(probs.argmax(-1) == eval_preds)), deltas))
     return tuple(out)
 
 
@@ -178,6 +203,8 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
             significance=sig, quadrant=quadrant(sig.deltas), speedup=_speedup(measured, config.speedup),
             behavioral=(behavioral(suite, outcomes, None if is_baseline else base_outcomes)
                         if suite is not None and outcomes is not None else None))
+        row = replace(row, quality_by_batch=quality_by_batch(labels, measured, measured if base is None else base[1],
+                                                             config.latency.batch_sizes, config.significance))
         row = replace(row, conditions=assess(v.name, threads, before=before, after=after, latency=row.latency,
                                              baseline_latency=() if is_baseline or base is None else base[0].latency,
                                              speedups=row.speedup))
@@ -225,6 +252,15 @@ def _interference(latency: Sequence[Latency]) -> list[str]:
             "use the steady figure; the interleaved speedups are unaffected"]
 
 
+def _batch_dependence(r: VariantResult) -> list[str]:
+    if not r.batch_dependent or r.alignment is None:
+        return []
+    each = ", ".join(f"{q.f1_macro * 100:.2f} at batch {q.batch_size} ({q.same_as_eval:.1%} of predictions as in "
+                     "evaluation batches)" for q in r.quality_by_batch)
+    return [f"its predictions depend on the batch they are made in: macro-F1 {each}; "
+            f"{r.alignment.f1_macro * 100:.2f} in evaluation batches. The verdict uses the batch size it names"]
+
+
 def _with_notes(rows: list[VariantResult], baseline_id: str) -> list[VariantResult]:
     """Plain warnings a reader needs: a compressed variant that is slower than its parent, sparse weights in dense kernels."""
     by_id = {r.id: r for r in rows}
@@ -238,6 +274,7 @@ def _with_notes(rows: list[VariantResult], baseline_id: str) -> list[VariantResu
         if parent and parent.status == "ok":
             notes += _slower_than_parent(r, parent, baseline_id)
         notes += _interference(r.latency)
+        notes += _batch_dependence(r)
         size = r.size
         if size is not None and size.parameters and size.nonzero_parameters < 0.9 * size.parameters:
             notes.append("zeros in dense kernels do not make inference faster: this sparsity saves compressed "

@@ -137,6 +137,7 @@ class Delta:
     value: float
     low: float | None
     high: float | None
+    batch_size: int | None = None  # the predictions made in batches of this size (None: evaluation batches)
 
     @property
     def points(self) -> float:
@@ -153,7 +154,8 @@ class Delta:
 
     def phrase(self, label: str = "macro-F1") -> str:
         ci = self.interval_points
-        return f"{label} {self.points:+.2f} points" + (f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else "")
+        at = f" at batch {self.batch_size}" if self.batch_size is not None else ""
+        return f"{label} {self.points:+.2f} points{at}" + (f" (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})" if ci else "")
 
 
 def _metric(v: VariantResult, metric: str) -> float | None:
@@ -173,10 +175,19 @@ def interval_points(v: VariantResult, metric: str = "f1_macro") -> tuple[float, 
     return (sig.low * 100, sig.high * 100) if sig is not None else None
 
 
-def delta(v: VariantResult, base: VariantResult, metric: str = "f1_macro") -> Delta | None:
-    """The point change from the two rows' own figures; the interval from `significance` (absent in old results)."""
+def delta(v: VariantResult, base: VariantResult, metric: str = "f1_macro", batch_size: int | None = None) -> Delta | None:
+    """The point change from the two rows' own figures; the interval from `significance` (absent in old results).
+
+    With `batch_size`, accuracy and macro-F1 are those of the predictions made in batches of that size, where the
+    harness recorded them and either model's predictions depend on the batch (quality_by_batch)."""
     if not (ok(v) and ok(base)):
         return None
+    mine_q, ref_q = (v.quality_at(batch_size), base.quality_at(batch_size)) if batch_size is not None else (None, None)
+    if (mine_q is not None and ref_q is not None and metric in ("accuracy", "f1_macro")
+            and (v.batch_dependent or base.batch_dependent)):
+        interval = mine_q.deltas.get(metric)
+        value = getattr(mine_q, metric) - getattr(ref_q, metric)
+        return Delta(metric, value, interval.low if interval else None, interval.high if interval else None, batch_size)
     sig = _significance(v, metric)
     mine, ref = _metric(v, metric), _metric(base, metric)
     own = mine - ref if mine is not None and ref is not None else None
@@ -229,8 +240,8 @@ _LABELS = {"f1_macro": "macro-F1", "accuracy": "accuracy"}
 
 
 def budget_check(v: VariantResult, base: VariantResult, budget_points: float,
-                 metric: str = "f1_macro") -> BudgetCheck | None:
-    d = delta(v, base, metric)
+                 metric: str = "f1_macro", batch_size: int | None = None) -> BudgetCheck | None:
+    d = delta(v, base, metric, batch_size)
     return None if d is None else BudgetCheck(metric, budget_points, d)
 
 
@@ -287,7 +298,7 @@ def best(results: Results, objective: Objective = "latency", *, batch_size: int 
     names = display_names(results.variants)
     picks: list[tuple[float, float, int]] = []
     for i, v in enumerate(results.variants):
-        check = budget_check(v, base, budget_points, metric) if v is not base else None
+        check = budget_check(v, base, budget_points, metric, batch) if v is not base else None
         if v is base or not ok(v) or check is None or not check.within:
             continue
         figure, gains, tie = _gain(objective, v, base, batch)
@@ -296,7 +307,7 @@ def best(results: Results, objective: Objective = "latency", *, batch_size: int 
     index = max(picks)[2] if picks else next(i for i, v in enumerate(results.variants) if v is base)
     v = results.variants[index]
     figure = _gain(objective, v, base, batch)[0] if v is not base else 1.0
-    check = budget_check(v, base, budget_points, metric)
+    check = budget_check(v, base, budget_points, metric, batch)
     assert check is not None  # v is measured
     return Choice(v, names[index], objective, batch, figure or 1.0, speedup(v, base, batch), size_ratio(v, base),
                   check, v is base)

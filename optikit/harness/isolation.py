@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 @dataclass
 class Measured:
-    """What a child sent back: figures (result.json), the test-set probabilities, and the suite's."""
+    """What a child sent back: figures (result.json), the test-set probabilities (in eval batches, and in each
+    timed batch size: `probs_by_batch`), and the suite's."""
 
     figures: dict[str, Any]
     probs: np.ndarray
     suite_probs: np.ndarray | None
+    probs_by_batch: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def _write_inputs(directory: Path, stem: str, inputs: Any) -> None:
@@ -96,4 +98,6 @@ def measure_variant(job: dict[str, Any], inputs: Any, suite_inputs: Any, *, isol
                    for _ in range(processes - 1)]
         _summarise_latency(figures, repeats, job)
         suite = directory / "suite_probs.npy"
-        return Measured(figures, np.load(directory / "probs.npy"), np.load(suite) if suite.is_file() else None)
+        by_batch = {int(p.stem.removeprefix("probs_b")): np.load(p) for p in directory.glob("probs_b*.npy")}
+        return Measured(figures, np.load(directory / "probs.npy"), np.load(suite) if suite.is_file() else None,
+                        by_batch)

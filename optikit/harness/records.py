@@ -279,6 +279,25 @@ class Behavioral:
 
 
 @dataclass(frozen=True)
+class BatchQuality:
+    """Accuracy and macro-F1 of the predictions made in batches of `batch_size` (a timed batch size), how many of
+    them equal the predictions made in evaluation batches (`same_as_eval`, a share), and their paired-bootstrap
+    deltas against the baseline's predictions at the same batch size. A model whose output depends on the batch
+    (dynamic int8: activation scales per batch, pad positions included) scores differently here."""
+
+    batch_size: int
+    accuracy: float
+    f1_macro: float
+    same_as_eval: float = 1.0
+    deltas: Mapping[str, Interval] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BatchQuality:
+        return cls(int(d["batch_size"]), num(d.get("accuracy")), num(d.get("f1_macro")), num(d.get("same_as_eval"), 1.0),
+                   {str(k): Interval.from_dict(v) for k, v in (d.get("deltas") or {}).items()})
+
+
+@dataclass(frozen=True)
 class MeasuredSpeedup:
     """Baseline time / variant time over interleaved rounds at one batch size, with its bootstrap interval; `verdict`
     is faster, slower or "no measurable difference". `optikit.harness.compare.speedup` is what consumers read."""

@@ -12,6 +12,7 @@ from optikit.harness.conditions import Assessment
 from optikit.harness.latency import Latency
 from optikit.harness.records import (
     Alignment,
+    BatchQuality,
     Behavioral,
     Capability,
     Diagnostics,
@@ -60,6 +61,7 @@ class VariantResult:
     peak_rss_mb: float | None = None  # the measuring process's high-water RSS (None when not isolated)
     diagnostics: Diagnostics | None = None
     conditions: Assessment | None = None  # whether the machine was starved, or the timings disagree with each other
+    quality_by_batch: tuple[BatchQuality, ...] = ()  # predictions made in each timed batch size
 
     @property
     def measured(self) -> bool:
@@ -68,6 +70,14 @@ class VariantResult:
 
     def latency_at(self, batch_size: int) -> Latency | None:
         return next((row for row in self.latency if row.batch_size == batch_size), None)
+
+    def quality_at(self, batch_size: int) -> BatchQuality | None:
+        return next((q for q in self.quality_by_batch if q.batch_size == batch_size), None)
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Its predictions change with the batch they are made in."""
+        return any(q.same_as_eval < 1.0 for q in self.quality_by_batch)
 
     def measured_speedup(self, batch_size: int) -> MeasuredSpeedup | None:
         return next((s for s in self.speedup if s.batch_size == batch_size), None)
@@ -99,7 +109,8 @@ class VariantResult:
                    quadrant=record("quadrant"), behavioral=record("behavioral"),
                    speedup=tuple(MeasuredSpeedup.from_dict(x) for x in d.get("speedup") or ()),
                    peak_rss_mb=opt(d.get("peak_rss_mb")), diagnostics=record("diagnostics"),
-                   conditions=record("conditions"))
+                   conditions=record("conditions"),
+                   quality_by_batch=tuple(BatchQuality.from_dict(q) for q in d.get("quality_by_batch") or ()))
 
 
 _RECORDS: dict[str, Any] = {"runner": RunnerInfo.from_dict, "size": Size.from_dict, "alignment": Alignment.from_dict,
@@ -263,6 +274,10 @@ class Results:
             s = compare.speedup(v, base, b) if base is not None else None
             if s is not None:
                 out.append(Figure("speedup", s.ratio, "ratio", b, s.low, s.high, s.source))
+            if (q := v.quality_at(b)) is not None:  # the predictions made in batches of this size
+                out += [Figure("accuracy_at_batch", q.accuracy, "fraction", b),
+                        Figure("f1_macro_at_batch", q.f1_macro, "fraction", b),
+                        Figure("same_predictions_as_eval", q.same_as_eval, "fraction", b)]
         if base is not None and (r := compare.size_ratio(v, base)) is not None:
             out.append(Figure("size_ratio", r, "ratio"))
         for name, part, key, unit in _OWN:

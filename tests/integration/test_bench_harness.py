@@ -122,3 +122,47 @@ def test_bench_reads_the_load_around_every_timing_and_flags_a_starved_machine(di
     validate(results)
     again = Results.from_dict(json.loads(json.dumps(results.to_dict())))
     assert again.variants[1].conditions == results.variants[1].conditions
+
+
+def test_quality_is_measured_in_every_timed_batch_shape_and_the_verdict_uses_its_own(digits_teacher, tmp_path) -> None:
+    """A model whose predictions depend on the batch (as dynamic int8's do, through per-batch activation scales):
+    here the batch's mean logit is subtracted, so one example alone always gets logits of 0."""
+    from dataclasses import replace
+
+    import torch
+
+    import optikit
+    from optikit.harness import compare
+    from optikit.models import load_module
+    from optikit.report.analysis import verdict
+
+    class BatchDependent(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.inner(x)
+            return logits - logits.mean(0, keepdim=True)
+
+    odd = optikit.from_module(BatchDependent(load_module(digits_teacher)).eval(), data="digits", home=tmp_path)
+    config = replace(FAST, suite="none", latency=replace(FAST.latency, batch_sizes=(1, 32)))
+    results = bench([digits_teacher, load_variant(odd.path)], config)
+    base, row = results.variants
+    assert not base.batch_dependent and row.batch_dependent
+    one, many = row.quality_at(1), row.quality_at(32)
+    assert one is not None and many is not None and row.alignment is not None
+    assert one.same_as_eval < 0.5 and one.f1_macro < 0.5 < row.alignment.f1_macro  # alone: every logit is 0
+    assert many.same_as_eval > 0.5 and one.deltas["f1_macro"].high < 0  # the loss at batch 1 is significant
+    # The budget check speaks of the batch it is asked about: at batch 1 the loss is the batch-1 predictions' loss.
+    at_one = compare.delta(row, base, "f1_macro", 1)
+    assert at_one is not None and at_one.batch_size == 1 and at_one.points < -40
+    at_eval = compare.delta(row, base, "f1_macro")
+    assert at_eval is not None and at_eval.points > -20
+    assert any("depend on the batch" in n for n in row.notes)
+    v = verdict(results, 1.0)  # the headline batch is 32: its reasons state the batch-32 predictions' delta
+    assert v.ship is None or "at batch 32" in " ".join(v.reasons)
+    assert compare.best(results, batch_size=1).is_baseline  # type: ignore[union-attr]  # alone it loses > 40 points
+    frame = results.to_long_frame()
+    assert set(frame.loc[frame["figure"] == "f1_macro_at_batch", "batch_size"]) == {1, 32}
+    validate(results)

@@ -35,10 +35,11 @@ def test_a_results_file_written_before_typed_records_loads_typed_and_writes_back
     assert static.alignment is not None and static.alignment.f1_macro == pytest.approx(0.9943556, abs=1e-6)
     assert static.significance is not None and isinstance(static.significance.deltas["f1_macro"], Interval)
     assert results.task.label_names[:2] == ("0", "1") and results.environment.threads == 2
-    # Schema 3 only adds: the typed records write exactly the JSON they were read from, plus an empty `conditions`.
+    # Schema 3 only adds: the typed records write exactly the JSON they were read from, plus empty `conditions`
+    # and `quality_by_batch`.
     written = json.loads(json.dumps(results.to_dict()))
     assert (written.pop("schema"), raw.pop("schema")) == (3, 2)
-    assert all(row.pop("conditions") == {} for row in written["variants"])
+    assert all(row.pop("conditions") == {} and row.pop("quality_by_batch") == [] for row in written["variants"])
     assert written == raw
 
 
