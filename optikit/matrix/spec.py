@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from optikit._bounds import check_batch_sizes
 from optikit.config import build_config, parse_pass_spec, require
 from optikit.errors import ConfigError
 from optikit.harness.latency import DEFAULT_MIN_SECONDS
@@ -180,7 +181,8 @@ class Matrix:
 
     def __post_init__(self) -> None:
         require(bool(self.teachers), "matrix has no teachers: add [[teachers]] with a recipe")
-        require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes), "batch_sizes must be ≥ 1")
+        require(bool(self.batch_sizes), "batch_sizes must not be empty")
+        check_batch_sizes(self.batch_sizes, "batch_sizes")  # whole numbers in [1, MAX_BATCH_SIZE]
         require(bool(self.devices), "devices must not be empty")
         for d in self.devices:
             require(bool(DEVICE.fullmatch(d)), f"device must be cpu or cuda (cuda:N for GPU N), got {d!r}")

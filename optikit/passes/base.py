@@ -27,6 +27,11 @@ class PassContext:
     seed: int = 0
     _datasets: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        from optikit.config import require
+
+        require(self.threads >= 1, f"threads must be ≥ 1, got {self.threads}")
+
     def dataset(self, variant: Variant) -> Any:
         from optikit.teach import dataset_for
 

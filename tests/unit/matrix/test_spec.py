@@ -211,3 +211,13 @@ def test_cell_paths_outside_out_are_refused_even_if_a_name_slipped_past_the_spec
     object.__setattr__(m.teachers[0], "label", "../../escaped")  # what a future unchecked name could do
     with pytest.raises(ConfigError, match="would be written outside --out"):
         plan_cells(m, tmp_path / "out")
+
+
+def test_a_matrix_batch_size_past_the_ceiling_is_one_line(tmp_path) -> None:
+    from optikit.errors import ConfigError
+    from optikit.matrix.spec import load_matrix
+
+    path = tmp_path / "m.toml"
+    path.write_text('name = "m"\nbatch_sizes = [1, 100000]\n[[teachers]]\nrecipe = "digits-cnn"\n[variants]\nx = ["export-onnx"]\n')
+    with pytest.raises(ConfigError, match="batch_sizes 100000 is above optikit's ceiling of 4096"):
+        load_matrix(path)
