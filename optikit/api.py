@@ -16,7 +16,7 @@ from optikit.harness.bench import bench as _bench
 from optikit.harness.latency import DEFAULT_MIN_SECONDS, LatencyConfig
 from optikit.harness.results import Results
 from optikit.harness.significance import SignificanceConfig
-from optikit.harness.timing import SpeedupConfig
+from optikit.harness.timing import MIN_SPEEDUP_ROUNDS, SpeedupConfig
 from optikit.importing import DataOptions, Detected, detect, with_data
 from optikit.passes.base import Pass, PassContext, make_pass, plan_chain, run_chain
 from optikit.progress import say
@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from optikit.recipes import Recipe
     from optikit.search.study import SearchOutcome
 
-__all__ = ["DEFAULT_MIN_SECONDS", "PassInfo", "bench", "bench_matrix", "compress", "compress_chain", "data_options",
-           "default_report_dir", "demo", "import_model", "list_passes", "list_recipes", "load", "load_matrix",
-           "print_table", "quiet_libraries", "render_report", "resolve_bench_models", "search", "search_summary", "teach",
-           "track_bench", "write_html", "write_report"]
+__all__ = ["DEFAULT_MIN_SECONDS", "MIN_SPEEDUP_ROUNDS", "PassInfo", "bench", "bench_matrix", "check_batch_sizes",
+           "compress", "compress_chain", "data_options", "default_report_dir", "demo", "import_model", "list_passes",
+           "list_recipes", "load", "load_matrix", "print_table", "quiet_libraries", "render_report",
+           "require_output_dir", "resolve_bench_models", "search", "search_summary", "teach", "track_bench",
+           "write_html", "write_report"]
 
 PassSpec = str | Pass | tuple[str, Mapping[str, Any]]
 ModelSpec = str | Path | Variant | None

@@ -10,10 +10,8 @@ import click
 from click.core import ParameterSource
 
 from optikit import api
-from optikit._bounds import check_batch_sizes
-from optikit._places import require_output_dir
+from optikit.api import MIN_SPEEDUP_ROUNDS, check_batch_sizes, require_output_dir
 from optikit.errors import ConfigError, OptikitError
-from optikit.harness.timing import MIN_SPEEDUP_ROUNDS
 
 EXIT_USAGE = 2
 

@@ -13,6 +13,15 @@ from typing import Any
 from optikit.config import require
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.harness.results import Results, VariantResult
+from optikit.tracking._resilient import (
+    NotLogged,
+    RetryingClient,
+    TrackingUnavailable,
+    close_parent,
+    first_line,
+    is_logging_failure,
+    leave_out,
+)
 
 # MLflow's own limits (3.x): keys up to 250 characters, param values up to 6000, 1000 metrics / 100 params a batch.
 _KEY = re.compile(r"[^A-Za-z0-9_\-. /]+")
@@ -27,10 +36,12 @@ class TrackingConfig:
     tracking_uri: str | None = None
     experiment: str = "optikit"
     max_artifact_mb: float = 50.0
+    retry_seconds: float = 30.0  # how long one MLflow call is retried while its server is unreachable
 
     def __post_init__(self) -> None:
         require(bool(self.experiment.strip()), "the MLflow experiment name must not be empty")
         require(self.max_artifact_mb >= 0, f"max_artifact_mb must be ≥ 0, got {self.max_artifact_mb}")
+        require(self.retry_seconds >= 0, f"retry_seconds must be ≥ 0, got {self.retry_seconds}")
 
 
 def _client(uri: str) -> Any:
@@ -184,9 +195,14 @@ def track(groups: Mapping[str, Results], paths: Mapping[str, Path], out: Path, *
     The parent run is itself nested under `parent_run_id` (in that run's experiment), or under the active MLflow run
     when one is active on the same tracking URI, so a bench inside a tracked script never leaves an orphan
     top-level run. Returns the parent run id.
+
+    A server that cannot be reached at the start (after `config.retry_seconds`) is a ConfigError; one that goes away
+    later costs only what it could not take: each call is retried, then the variant is left out and why is warned
+    and written to `out/tracking-errors.txt` (NOT_LOGGED_FILE), and the variants after it are logged again.
     """
     uri = config.tracking_uri or default_uri(out)
-    client = _client(uri)
+    client = RetryingClient(_client(uri), config.retry_seconds)
+    not_logged = NotLogged(uri)
     parent_run_id = parent_run_id or _active_run_id(uri)
     try:
         experiment = (client.get_run(parent_run_id).info.experiment_id if parent_run_id
@@ -197,41 +213,55 @@ def track(groups: Mapping[str, Results], paths: Mapping[str, Path], out: Path, *
     except MissingDependencyError:
         raise
     except Exception as exc:  # MLflow raises its own types (and requests' for an unreachable server)
-        raise ConfigError(f"cannot start an MLflow run at {uri}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        cause = str(exc) if isinstance(exc, TrackingUnavailable) else first_line(exc)
+        raise ConfigError(f"cannot start an MLflow run at {uri} ({cause}): check --tracking-uri and that the "
+                          f"server is running; the results are written in {out} either way") from None
     pid = parent.info.run_id
     status = "FINISHED"
     try:
         for group, results in groups.items():
             where = (variant_paths or {}).get(group, {})
             for row in results.variants:
-                run = client.create_run(experiment, run_name=f"{group}/{row.name}" if len(groups) > 1 else row.name,
-                                        tags={"mlflow.parentRunId": pid, "optikit.group": group,
-                                              "optikit.status": row.status, **(tags or {})})
-                folder = where.get(row.name)
-                manifest = _manifest(folder)
-                _log(client, run.info.run_id, variant_params(row, manifest, {"group": group}),
-                     variant_metrics(row, results) if row.status == "ok" else {})
-                if row.error:
-                    client.set_tag(run.info.run_id, "optikit.error", row.error[:5000])
-                if row.status == "ok":
-                    for name, table in variant_tables(row, results).items():
-                        _log_table(client, run.info.run_id, table, name)
-                if folder and Path(folder).is_dir():
-                    log_variant_folder(client, run.info.run_id, Path(folder), int(config.max_artifact_mb * 1e6))
-                client.set_terminated(run.info.run_id, "FINISHED" if row.status == "ok" else "FAILED")
+                run = None
+                try:
+                    run = client.create_run(experiment,
+                                            run_name=f"{group}/{row.name}" if len(groups) > 1 else row.name,
+                                            tags={"mlflow.parentRunId": pid, "optikit.group": group,
+                                                  "optikit.status": row.status, **(tags or {})})
+                    folder = where.get(row.name)
+                    manifest = _manifest(folder)
+                    _log(client, run.info.run_id, variant_params(row, manifest, {"group": group}),
+                         variant_metrics(row, results) if row.status == "ok" else {})
+                    if row.error:
+                        client.set_tag(run.info.run_id, "optikit.error", row.error[:5000])
+                    if row.status == "ok":
+                        for name, table in variant_tables(row, results).items():
+                            _log_table(client, run.info.run_id, table, name)
+                    if folder and Path(folder).is_dir():
+                        log_variant_folder(client, run.info.run_id, Path(folder), int(config.max_artifact_mb * 1e6))
+                    client.set_terminated(run.info.run_id, "FINISHED" if row.status == "ok" else "FAILED")
+                except Exception as exc:
+                    if not is_logging_failure(exc):
+                        raise
+                    leave_out(client, not_logged, f"variant {group}/{row.name}" if len(groups) > 1
+                               else f"variant {row.name}", run, exc)
         first = next(iter(groups.values()))
         settings = {f"settings.{k}": json.dumps(v, default=str) for k, v in first.settings.items()
                     if k not in ("matrix", "gate")}
-        _log(client, pid, {_key(k): v[:MAX_PARAM_VALUE] for k, v in settings.items()}, {})
-        for key, p in paths.items():
-            if Path(p).is_file():  # a matrix of several groups keys each group's files `GROUP:kind`
-                group = key.partition(":")[0] if ":" in key else ""
-                client.log_artifact(pid, str(p), artifact_path="report/" + _key(group.replace("@", "-at-"))
-                                    if group else "report")
+        try:
+            _log(client, pid, {_key(k): v[:MAX_PARAM_VALUE] for k, v in settings.items()}, {})
+            for key, p in paths.items():
+                if Path(p).is_file():  # a matrix of several groups keys each group's files `GROUP:kind`
+                    group = key.partition(":")[0] if ":" in key else ""
+                    client.log_artifact(pid, str(p), artifact_path="report/" + _key(group.replace("@", "-at-"))
+                                        if group else "report")
+        except Exception as exc:
+            if not is_logging_failure(exc):
+                raise
+            not_logged.add("the settings and report files of the parent run", exc)
     except Exception:
         status = "FAILED"
         raise
     finally:
-        client.set_terminated(pid, status)
+        close_parent(client, not_logged, pid, status, out)
     return pid

@@ -18,8 +18,11 @@ def test_bench_matrix_writes_every_output(two_cell_run: Path) -> None:
     assert [v["name"] for v in results["variants"]] == ["baseline", "onnx"]
     assert all(v["status"] == "ok" for v in results["variants"])
     assert results["settings"]["gate"][0] == {"rule": "max-f1-drop(1 points)", "passed": True, "detail": "holds"}
+    gate = results["settings"]["gate"]
+    # The matrix's two rules, then the gate's own: its outcome depends on this machine's load while the test ran.
+    assert [g["rule"] for g in gate][-1] == "measured-in-fair-conditions" and all(g["passed"] for g in gate[:-1])
     md = (out / "summary.md").read_text()
-    assert "| onnx |" in md and "**Gate: passed** (2/2 rules hold)" in md
+    assert "| onnx |" in md and f"({sum(g['passed'] for g in gate)}/3 rules hold)" in md
     assert md.count("\n") < 30
 
 
@@ -33,7 +36,7 @@ def test_resume_reruns_only_the_cell_whose_record_is_missing(two_cell_run: Path,
     onnx.unlink()
     time.sleep(0.01)
     m = Path(json.loads((out / "results.json").read_text())["settings"]["matrix"]["source"])
-    assert run_cli("bench", str(m), "--out", str(out), "--resume", "--gate") == 0
+    assert run_cli("bench", str(m), "--out", str(out), "--resume", "--gate", "--allow-noisy") == 0
     assert baseline.stat().st_mtime_ns == before  # not rerun, not rewritten
     assert json.loads(onnx.read_text())["finished"] > onnx_finished  # rerun
     assert json.loads((out / "results.json").read_text())["variants"][1]["status"] == "ok"
@@ -52,7 +55,7 @@ def test_gate_failure_exits_1_naming_the_rule(two_cell_run: Path, digits_teacher
 
     out = tmp_path / "strict"
     shutil.copytree(two_cell_run / "cells", out / "cells")
-    code = run_cli("bench", str(m), "--out", str(out), "--resume", "--gate")
+    code = run_cli("bench", str(m), "--out", str(out), "--resume", "--gate", "--allow-noisy")
     err = capsys.readouterr().err
     assert code == 1
     assert "gate rule min-size-ratio(onnx ≥ 100×) failed: onnx's artifact is" in err
@@ -131,7 +134,7 @@ def test_a_narrowed_matrix_runs_only_the_variants_kept(two_cell_run: Path, digit
                     gate='[[gate]]\nkind = "min-size-ratio"\nvariant = "int8"\nratio = 100')
     out = tmp_path / "narrow"
     shutil.copytree(two_cell_run / "cells", out / "cells")
-    assert run_cli("bench", str(m), "--out", str(out), "--resume", "--gate", "--variant", "onnx") == 0
+    assert run_cli("bench", str(m), "--out", str(out), "--resume", "--gate", "--allow-noisy", "--variant", "onnx") == 0
     assert "narrowed to baseline, onnx (gate rules: none)" in capsys.readouterr().err
     assert [v["name"] for v in json.loads((out / "results.json").read_text())["variants"]] == ["baseline", "onnx"]
     assert not list((out / "cells").rglob("int8.*"))

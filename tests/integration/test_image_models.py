@@ -49,7 +49,7 @@ def test_python_api_runs_every_image_pass_and_benches_them(tmp_path: Path) -> No
     assert rows[onnx.name].fidelity.agreement == 1.0
     assert rows[int8.name].fidelity.agreement >= 0.8
     suite = rows[teacher.name].behavioral
-    assert suite["suite"] == "images" and suite["counts"]["inv"]["cases"] == 30
+    assert suite is not None and suite.suite == "images" and suite.counts["inv"].cases == 30
     assert rows[pruned.name].size.parameters < rows[teacher.name].size.parameters
 
 

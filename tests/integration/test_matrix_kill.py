@@ -14,16 +14,9 @@ import pytest
 
 from optikit.matrix.owner import read_owner
 from tests.integration.conftest import matrix_file, run_cli
+from tests.process_helpers import running
 
 CLI = "import sys; from optikit.cli import main; main(sys.argv[1:])"
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended; only its reaping (by init) is left
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -61,7 +54,7 @@ def test_killing_a_matrix_run_ends_its_cell_and_resume_takes_the_cell_over(digit
         owner = read_owner(record)
         assert owner.get("pid") == matrix.pid, log.read_text()
         cell = owner["cell_pid"]
-        assert _running(cell)
+        assert running(cell)
         matrix.send_signal(signal.SIGKILL)
         matrix.wait()
         _wait_for(lambda: not _group_members(cell), 20, "the cell (or a process it started) outlived its matrix")

@@ -22,35 +22,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    uri = f"http://127.0.0.1:{port}"
-    try:
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 over a SQLite store in `root`: stopped and started again on the same port and
+    store, as a restart would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with (self.root / "server.log").open("a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                                          "--port", str(self.port), "--backend-store-uri",
+                                          f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination",
+                                          str(self.root / "artifacts"), "--workers", "1"],
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+
+    def wait_until_up(self) -> None:
         deadline = time.monotonic() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        yield uri
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    s = MlflowServer(tmp_path)
+    try:
+        s.start()
+        s.wait_until_up()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def mlflow_server(server: MlflowServer) -> str:
+    return server.uri
 
 
 def test_bench_track_mlflow_logs_nested_runs_to_a_server(mlflow_server: str, digits_teacher, ctx,
@@ -87,3 +114,59 @@ def test_bench_track_mlflow_logs_nested_runs_to_a_server(mlflow_server: str, dig
     assert {"variant/variant.json", "variant/model.onnx"} <= variant
     report = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
     assert "report/report.html" in report and "report/results.json" in report
+
+
+def test_a_server_restart_mid_run_costs_only_the_variant_it_missed_and_says_so(server: MlflowServer, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import optikit.tracking.mlflow as tracking
+    from optikit.tracking._resilient import NOT_LOGGED_FILE
+    from tests.unit.report.fake import baseline_row, fake_row, results_of
+
+    rows = [baseline_row()] + [fake_row(n, f1=0.89, acc=0.89, p50=0.5, size=1_000_000, lineage=["export-onnx"])
+                               for n in ("missed", "after")]
+    real = tracking._client
+    restarts: list[str] = []
+
+    class ServerRestartsMidRun:
+        """The real client; the server stops just before variant "missed" is logged and is running again (the same
+        port and store) when variant "after" is."""
+
+        def __init__(self, uri: str) -> None:
+            self.client = real(uri)
+
+        def __getattr__(self, name: str):
+            method = getattr(self.client, name)
+
+            def call(*args, **kwargs):
+                run_name = kwargs.get("run_name") if name == "create_run" else None
+                if run_name == "missed" and not restarts:
+                    server.stop()
+                    restarts.append("stopped")
+                elif run_name == "after" and restarts == ["stopped"]:
+                    server.start()
+                    server.wait_until_up()
+                    restarts.append("started")
+                return method(*args, **kwargs)
+            return call
+
+    monkeypatch.setattr(tracking, "_client", ServerRestartsMidRun)
+    out = tmp_path / "out"
+    pid = tracking.track({"run": results_of(rows)}, {}, out, run_name="bench",
+                         config=tracking.TrackingConfig(server.uri, "restart", retry_seconds=2))
+    assert restarts == ["stopped", "started"]
+
+    client = MlflowClient(tracking_uri=server.uri)
+    parent = client.get_run(pid)
+    children = {r.info.run_name: r for r in client.search_runs([parent.info.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == pid}
+    assert sorted(children) == ["after", "baseline"]  # the server's restart cost "missed" alone
+    assert children["after"].info.status == "FINISHED"
+    assert children["after"].data.metrics["f1_macro"] == pytest.approx(0.89)  # logged again once the server was back
+    assert parent.info.status == "FINISHED"  # the measurements did not fail
+    why = f"variant missed: not logged to {server.uri}: MLflow create_run: MlflowException: API request to"
+    assert parent.data.tags["optikit.tracking_incomplete"].startswith(why)
+    assert why in (out / NOT_LOGGED_FILE).read_text()
+    assert f"optikit: warning: MLflow: {why}" in capsys.readouterr().err

@@ -31,12 +31,12 @@ def test_ray_and_local_executors_give_the_same_results(local_ray, digits_teacher
     assert [v.name for v in a.variants] == [v.name for v in b.variants] == ["baseline", "onnx", "sparse"]
     for x, y in zip(a.variants, b.variants, strict=True):
         assert x.id == y.id  # the same content-addressed variants
-        assert x.alignment["accuracy"] == y.alignment["accuracy"]
-        assert x.alignment["f1_macro"] == y.alignment["f1_macro"]
-        assert x.fidelity["agreement"] == y.fidelity["agreement"]
-        assert x.alignment["per_class"] == y.alignment["per_class"]  # every class's precision, recall, support
-        assert x.capability["log_loss"] == pytest.approx(y.capability["log_loss"], rel=1e-6)
-        assert x.fidelity["flips_right_to_wrong"] == y.fidelity["flips_right_to_wrong"]
+        assert x.alignment.accuracy == y.alignment.accuracy
+        assert x.alignment.f1_macro == y.alignment.f1_macro
+        assert x.fidelity.agreement == y.fidelity.agreement
+        assert x.alignment.per_class == y.alignment.per_class  # every class's precision, recall, support
+        assert x.capability.log_loss == pytest.approx(y.capability.log_loss, rel=1e-6)
+        assert x.fidelity.flips_right_to_wrong == y.fidelity.flips_right_to_wrong
     # records written by the driver: --resume reads them like local ones
     record = json.loads(next((tmp_path / "ray" / "cells").rglob("onnx.json")).read_text())
     assert record["status"] == "ok"

@@ -48,14 +48,17 @@ def test_a_cpu_py_cpuinfo_cannot_read_still_has_a_model_and_no_flags(fake_cpuinf
 
 
 def test_environment_and_quantize_read_the_same_features(fake_cpuinfo: dict) -> None:
-    from optikit.harness.environment import cpu_info
+    from optikit.harness.environment import environment
     from optikit.passes._ort_quant import choose_reduce_range
 
-    assert cpu_info()["model"] == "Test CPU 9000" and cpu_info()["int8_flags"] == cpu_features().int8_flags()
+    def cpu_info():  # what results.json records under environment.cpu
+        return environment(1, "cpu").cpu
+
+    assert cpu_info().model == "Test CPU 9000" and cpu_info().int8_flags == cpu_features().int8_flags()
     assert choose_reduce_range("auto")[0] is False  # VNNI: full range
     cpu_features.cache_clear()
     fake_cpuinfo["info"] = {"brand_raw": "Old CPU", "flags": ["avx2"]}
-    assert choose_reduce_range("auto")[0] is True and cpu_info()["int8_flags"]["avx2"]
+    assert choose_reduce_range("auto")[0] is True and cpu_info().int8_flags["avx2"]
     assert fake_cpuinfo["n"] == 2
 
 

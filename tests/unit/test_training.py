@@ -117,28 +117,19 @@ def test_train_config_refuses_values_that_cannot_train(options, message):
         TrainConfig(**options)
 
 
-DIVERGING_TEACHER = """
-name = "digits-cnn-diverging"
-format = "torch"
-[architecture]
-name = "digits-cnn"
-channels = [4, 8, 8]
-hidden = 16
-num_classes = 10
-[data]
-source = "digits"
-[train]
-epochs = 1
-learning_rate = 1e6
-batch_size = 64
-"""
+def _diverging_teacher() -> str:
+    """The tests' fast digits recipe with the learning rate typed a million times too high."""
+    from tests.conftest import FAST_DIGITS_RECIPE
+
+    return (FAST_DIGITS_RECIPE.replace('name = "digits-cnn-fast"', 'name = "digits-cnn-diverging"')
+            .replace("epochs = 6", "epochs = 1").replace("learning_rate = 0.005", "learning_rate = 1e6"))
 
 
 def test_a_diverging_teacher_names_its_recipe_and_caches_nothing(tmp_path):
     from optikit.teach import teach
 
     recipe = tmp_path / "diverging.toml"
-    recipe.write_text(DIVERGING_TEACHER)
+    recipe.write_text(_diverging_teacher())
     with pytest.raises(TrainingError, match=rf"^teacher digits-cnn-diverging (diverged|learnt nothing): .*; .*lower "
                                             rf"\[train\] learning_rate in {re.escape(str(recipe))} \(got 1e\+06\)$"):
         teach(str(recipe), cache=tmp_path / "teachers")

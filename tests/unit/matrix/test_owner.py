@@ -15,6 +15,7 @@ from optikit.errors import OptikitError
 from optikit.matrix.owner import lock_cell, read_owner
 from optikit.matrix.runner import run_matrix
 from optikit.matrix.spec import parse_matrix
+from tests.process_helpers import running
 
 HOLDER = """
 import sys, time
@@ -96,14 +97,6 @@ time.sleep(60)
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended; only its reaping (by init) is left
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
 @pytest.mark.parametrize("how", ["parent-death-signal", "watchdog-only"])
 def test_a_cell_and_what_it_started_end_when_the_matrix_process_is_killed(how: str) -> None:
@@ -111,16 +104,16 @@ def test_a_cell_and_what_it_started_end_when_the_matrix_process_is_killed(how: s
     assert matrix.stdout is not None
     cell, measuring = map(int, matrix.stdout.readline().split())
     try:
-        assert _running(cell) and _running(measuring)
+        assert running(cell) and running(measuring)
         matrix.kill()
         matrix.wait()
         deadline = time.monotonic() + 20  # the watchdog polls every 0.5 s; generous for a loaded 2-core machine
-        while (_running(cell) or _running(measuring)) and time.monotonic() < deadline:
+        while (running(cell) or running(measuring)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(cell) and not _running(measuring)
+        assert not running(cell) and not running(measuring)
     finally:
         for pid in (cell, measuring):
-            if _running(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

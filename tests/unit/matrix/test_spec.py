@@ -77,7 +77,7 @@ def test_latency_processes_reach_the_cell_bench_config() -> None:
 @pytest.mark.parametrize("change, message", [
     ({"colour": "red"}, "unknown key 'colour'"),
     ({"teachers": []}, "matrix has no teachers"),
-    ({"batch_sizes": [0]}, "batch_sizes must be ≥ 1"),
+    ({"batch_sizes": [0]}, "batch_sizes must be a whole number ≥ 1, got 0"),
     ({"devices": ["tpu"]}, "device must be cpu or cuda"),
     ({"latency": {"min_seconds": 1, "warmup": 3}}, "unknown option 'warmup' for [latency]"),
     ({"latency": {"processes": 0}}, "latency processes must be ≥ 1"),
@@ -218,6 +218,7 @@ def test_a_matrix_batch_size_past_the_ceiling_is_one_line(tmp_path) -> None:
     from optikit.matrix.spec import load_matrix
 
     path = tmp_path / "m.toml"
-    path.write_text('name = "m"\nbatch_sizes = [1, 100000]\n[[teachers]]\nrecipe = "digits-cnn"\n[variants]\nx = ["export-onnx"]\n')
+    path.write_text('name = "m"\nbatch_sizes = [1, 100000]\n[[teachers]]\nrecipe = "digits-cnn"\n'
+                    '[variants]\nx = ["export-onnx"]\n')
     with pytest.raises(ConfigError, match="batch_sizes 100000 is above optikit's ceiling of 4096"):
         load_matrix(path)
