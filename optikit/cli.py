@@ -201,7 +201,9 @@ def _check_bench_options(given: dict[str, str], matrix: bool, executor: str, out
 @click.option("--experiment", default="optikit", show_default=True, help="--track: MLflow experiment name.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Matrix: run cells one after another here, or as Ray tasks.")
-@click.option("--address", help="Matrix, --executor ray: the cluster (e.g. auto or ray://head:10001).")
+@click.option("--address", help="Matrix, --executor ray: the cluster: HOST:PORT as `ray start --head` printed, auto, "
+                                "or ray://HEAD:10001; a token-auth cluster also needs RAY_AUTH_MODE=token and "
+                                "RAY_AUTH_TOKEN in the environment.")
 def bench(models: tuple[str, ...], out: Path | None, threads: int | None, batch_sizes: tuple[int, ...],
           min_seconds: float | None, device: str, fail_fast: bool, gate: bool, allow_noisy: bool, resume: bool,
           variant_names: tuple[str, ...], pass_names: tuple[str, ...], data: Path | None,
