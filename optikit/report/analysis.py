@@ -112,9 +112,15 @@ def verdict(results: Results, budget_points: float = 1.0) -> Verdict:
                        tuple(why) + doubts, _doubtful(doubts) if doubts else "", budget_points)
     reasons = [choice.speedup.detail()] if choice.speedup is not None else []
     reasons.append(choice.budget.delta.phrase())
-    doubts = timing_doubts(choice.variant, base)
-    return Verdict(choice.name, headline, tuple(reasons) + doubts,
-                   _doubtful(doubts) if doubts else choice.budget.sentence(), budget_points, choice.objective, batch)
+    if doubts := timing_doubts(choice.variant, base):
+        # The figures behind the pick contradict each other or were starved: no sentence to act on, only the
+        # pick these figures would make and why it cannot be trusted.
+        return Verdict(None, "No verdict: the timings behind it were not measured in fair conditions; measure again "
+                             "on a quiet machine.", (f"On these figures: {headline}", *reasons, *doubts),
+                       _doubtful(doubts), budget_points, choice.objective, batch)
+    others = timing_doubts(*results.variants)  # another variant's timings: it may be ranked wrongly
+    return Verdict(choice.name, headline, tuple(reasons) + others,
+                   _doubtful(others) if others else choice.budget.sentence(), budget_points, choice.objective, batch)
 
 
 def _doubtful(doubts: tuple[str, ...]) -> str:

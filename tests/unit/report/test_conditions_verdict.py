@@ -46,6 +46,8 @@ def test_the_issues_starved_run_is_flagged_and_its_verdict_is_never_confident() 
     assert base.conditions is not None and base.conditions.starved and base.conditions.inconsistent
     assert int8.conditions is not None and int8.conditions.inconsistent
     v = verdict(res, 1.0)
+    assert v.ship is None and v.headline.startswith("No verdict: the timings behind it were not measured in fair")
+    assert v.reasons[0].startswith("On these figures: Ship int8-dynamic for speed")
     assert v.confidence.startswith("Not certain: the timings were not measured in fair conditions")
     assert not v.confidence.startswith("Confident")
     assert any("17.53" in r and "0.25" in r for r in v.reasons)  # the interleaved ratio against the medians' ratio
@@ -82,3 +84,17 @@ def test_conditions_survive_results_json() -> None:
     back = Results.from_dict(res.to_dict())
     assert back.variants[1].conditions == res.variants[1].conditions
     assert verdict(back, 1.0).confidence == verdict(res, 1.0).confidence
+
+
+def test_a_flagged_variant_that_was_not_picked_leaves_the_pick_but_not_its_certainty() -> None:
+    base = replace(baseline_row(), latency=(_lat(1, 1.0), _lat(32, 8.0)))
+    fast = replace(fake_row("int8", f1=0.9, acc=0.9, p50=1.0, size=1_000_000, lineage=["export-onnx", "quantize"],
+                            ci=(-0.002, 0.002)),
+                   latency=(_lat(1, 0.5), _lat(32, 4.0)),
+                   speedup=(MeasuredSpeedup(1, 2.0, 1.9, 2.1, 20, "faster"), MeasuredSpeedup(32, 2.0, 1.9, 2.1, 20, "faster")))
+    slow = replace(fake_row("sparse", f1=0.9, acc=0.9, p50=1.0, size=4_000_000, lineage=["prune"], ci=(-0.002, 0.002)),
+                   latency=(_lat(1, 1.0), _lat(32, 8.0)))
+    base = _assessed(base, None, QUIET, QUIET)
+    res = results_of([base, _assessed(fast, base, QUIET, QUIET), _assessed(slow, base, BUSY, BUSY)])
+    v = verdict(res, 1.0)
+    assert v.ship == "int8" and v.confidence.startswith("Not certain") and any("sparse" in r for r in v.reasons)
