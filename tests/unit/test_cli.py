@@ -320,3 +320,18 @@ def test_bench_writes_results_json_before_a_report_file_fails_and_says_where(tmp
     assert_refused(code, err, f"cannot write the report in {out} (No space left on device); the results are saved in "
                               f"{saved}: `optikit report {saved}` writes the other files once that is fixed")
     assert json.loads(saved.read_text()) == {"variants": ["measured"]}
+
+
+def test_a_manifest_whose_split_indices_leave_the_data_is_one_line(digits_teacher, tmp_path: Path, capsys) -> None:
+    # optikit issue 12: an edited (or foreign) manifest used to end in an IndexError traceback.
+    import shutil
+
+    copy = tmp_path / "teacher"
+    shutil.copytree(digits_teacher.path, copy)
+    manifest = json.loads((copy / "variant.json").read_text())
+    manifest["splits"]["test"] = [*manifest["splits"]["test"][:5], 99_999]
+    (copy / "variant.json").write_text(json.dumps(manifest))
+    code, err = run(["bench", str(copy), "--out", str(tmp_path / "r"), "--min-seconds", "0"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("optikit: error: ")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "split indices reach row 99999 but the data has 1797 rows" in lines[0]
