@@ -13,6 +13,7 @@ from optikit.config import build_config, describe_options
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.models import RUNTIME_QUANTIZATION
 from optikit.passes._ort_quant import (
+    OnnxRuntimeAutoConfig,
     OnnxRuntimeDynamicConfig,
     OnnxRuntimeStaticConfig,
     OptimumQuantizeConfig,
@@ -25,8 +26,8 @@ from optikit.passes._torch_quant import NeuralCompressorConfig, TorchQuantizeCon
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Variant
 
-QuantizeConfig = (OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig | OptimumQuantizeConfig | TorchQuantizeConfig
-                  | NeuralCompressorConfig)
+QuantizeConfig = (OnnxRuntimeAutoConfig | OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig | OptimumQuantizeConfig
+                  | TorchQuantizeConfig | NeuralCompressorConfig)
 DEFAULT_BACKEND = "onnxruntime"
 
 __all__ = ["Backend", "BACKENDS", "Quantize", "QuantizeConfig", "QuantizeOptions", "choose_reduce_range"]
@@ -49,7 +50,8 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", frozenset({"onnx"}),
-            {"dynamic": OnnxRuntimeDynamicConfig, "static": OnnxRuntimeStaticConfig}, quantize_onnxruntime),
+            {"auto": OnnxRuntimeAutoConfig, "dynamic": OnnxRuntimeDynamicConfig, "static": OnnxRuntimeStaticConfig},
+            quantize_onnxruntime),
     Backend("optimum", frozenset({"onnx"}), {"dynamic": OptimumQuantizeConfig}, quantize_optimum),
     Backend("torch", frozenset({"torch", "hf"}), {"dynamic": TorchQuantizeConfig}, quantize_torch),
     Backend("neural-compressor", frozenset({"torch", "hf"}), {None: NeuralCompressorConfig}, quantize_inc,
@@ -75,10 +77,10 @@ class QuantizeOptions:
         mode = options.get("mode")
         modes = [m for m in backend.configs if m is not None]
         if mode is not None and modes and str(mode) not in modes:
-            if str(mode) in ("dynamic", "static"):
+            if str(mode) in ("auto", "dynamic", "static"):
                 raise ConfigError(f"backend={name} does mode={'/'.join(modes)} only: use backend=onnxruntime "
                                   f"for mode={mode}")
-            raise ConfigError(f"pass 'quantize' option 'mode' must be one of dynamic, static, got {mode!r}")
+            raise ConfigError(f"pass 'quantize' option 'mode' must be one of {', '.join(modes)}, got {mode!r}")
         chosen = None if not modes else str(mode or modes[0])
         cls = backend.config_for(chosen)
         takes = _option_names(cls)
@@ -109,14 +111,16 @@ class QuantizeOptions:
                                     else f"{backend.name} mode={'/'.join(taken)}")
         formats = "; ".join(f"{b.name} takes {'/'.join(sorted(b.formats))}" for b in BACKENDS.values())
         head = [("backend", "|".join(BACKENDS), f"{DEFAULT_BACKEND!r}  ({formats})"),
-                ("mode", "dynamic|static", "'dynamic'  (static: onnxruntime only; neural-compressor has no mode)")]
+                ("mode", "auto|dynamic|static", "'auto' for onnxruntime (static for a graph with convolutions, dynamic "
+                 "otherwise), 'dynamic' elsewhere  (static: onnxruntime only; neural-compressor has no mode)")]
         return head + [(opt, kind, f"{default}  [{', '.join(names)}]") for opt, (kind, default, names) in rows.items()]
 
 
 class Quantize(Pass):
     """int8 quantization; `backend` picks the strategy and its options (`optikit passes` lists which takes what).
 
-    onnxruntime (ONNX models, the default): dynamic, or static calibrated on the calibration split. Static defaults
+    onnxruntime (ONNX models, the default): mode=auto (the default) is static for a graph with convolutions and
+    dynamic otherwise; dynamic, or static calibrated on the calibration split, when named. Static defaults
     (MatMul/Gemm/Conv/Gather, uint8 activations, per-channel int8 weights, QDQ) keep a BERT classifier's
     accuracy; `max_loss` returns the most sensitive nodes to fp32 until the validation accuracy is within budget.
     optimum: optimum's ORTQuantizer preset, as shipped (a reference). torch: torch.ao dynamic int8 of the Linear
@@ -141,7 +145,7 @@ class Quantize(Pass):
     config: QuantizeConfig
 
     def __init__(self, config: QuantizeConfig | None = None) -> None:
-        super().__init__(config if config is not None else OnnxRuntimeDynamicConfig())
+        super().__init__(config if config is not None else OnnxRuntimeAutoConfig())
         self.backend = BACKENDS[self.config.backend]
         # Before any work, even the earlier passes of a chain: the backend's package must be importable.
         if self.backend.module and importlib.util.find_spec(self.backend.module) is None:

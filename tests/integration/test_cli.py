@@ -61,7 +61,7 @@ def test_bench_writes_results_for_each_variant(digits_teacher, tmp_path, capsys)
 
 def test_passes_lists_options(capsys):
     out = run_ok(["passes"], capsys).out
-    assert "quantize:" in out and "mode (dynamic|static)" in out and "export-onnx:" in out
+    assert "quantize:" in out and "mode (auto|dynamic|static)" in out and "export-onnx:" in out
 
 
 def test_teachers_lists_the_builtin_recipes(capsys):
@@ -92,7 +92,7 @@ def test_unknown_pass_option(digits_teacher, capsys):
 
 def test_bad_option_value(digits_teacher, capsys):
     code, _, err = run_cli(["compress", str(digits_teacher.path), "--pass", "quantize:mode=fast"], capsys)
-    assert_one_line_error(code, err, r"mode' must be one of dynamic, static, got 'fast'")
+    assert_one_line_error(code, err, r"mode' must be one of auto, dynamic, static, got 'fast'")
 
 
 def test_csv_without_the_named_columns(text_csv, capsys):
