@@ -66,13 +66,17 @@ class OnnxRuntimeAutoConfig(OnnxRuntimeOptions):
 
     def resolve(self, graph: Path) -> tuple[OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig, str]:
         """The mode for the graph at `graph`, and why, in one phrase."""
-        convs = op_counts(graph).get("Conv", 0)
+        ops = op_counts(graph)
+        convs, matmuls = ops.get("Conv", 0), ops.get("MatMul", 0) + ops.get("Gemm", 0)
         common = {f.name: getattr(self, f.name) for f in dataclasses.fields(OnnxRuntimeOptions)}
-        if convs and "Conv" in self.op_types_to_quantize():
+        # Convolutions dominate (a CNN): static. A transformer with a convolutional stem (ViT's patch embedding)
+        # is its MatMuls, which dynamic int8 serves without calibration.
+        if convs > matmuls and "Conv" in self.op_types_to_quantize():
             return (OnnxRuntimeStaticConfig(**common),
-                    f"static: the graph has {convs} Conv node(s), and dynamic int8 convolutions (ConvInteger) have no "
-                    "fast kernel in ONNX Runtime")
-        return OnnxRuntimeDynamicConfig(**common), "dynamic: no convolutions to calibrate for; MatMul/Gemm/Gather weights"
+                    f"static: the graph has {convs} Conv node(s) against {matmuls} MatMul/Gemm, and dynamic int8 "
+                    "convolutions (ConvInteger) have no fast kernel in ONNX Runtime")
+        return OnnxRuntimeDynamicConfig(**common), (f"dynamic: {matmuls} MatMul/Gemm node(s) against {convs} Conv; "
+                                                    "int8 weights, activations quantized on the fly")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def test_chain_records_lineage_and_auto_steps(digits_teacher, ctx):
     assert onnx_fp32.lineage[-1].pass_name == "export-onnx" and onnx_fp32.lineage[-1].auto
     assert int8.parent == onnx_fp32.id and onnx_fp32.parent == digits_teacher.id
     assert [s.pass_name for s in int8.lineage] == ["export-onnx", "quantize"]
-    assert int8.lineage[-1].config["mode"] == "dynamic"
+    assert int8.lineage[-1].config["mode"] == "auto" and int8.report["mode"] == "static"  # a CNN: auto → static
 
 
 def test_rerunning_a_pass_reuses_its_result(digits_teacher, ctx):

@@ -57,10 +57,12 @@ def test_quantize_lineage_holds_only_the_options_its_backend_uses() -> None:
     assert set(config_to_dict(make_pass("quantize:backend=optimum").config)) == {
         "backend", "mode", "per_channel", "optimum_preset"}
     assert set(config_to_dict(NeuralCompressorConfig())) == {"backend"}  # INC's RTN takes no option
-    dynamic = config_to_dict(make_pass("quantize").config)
+    auto = config_to_dict(make_pass("quantize").config)
+    dynamic = config_to_dict(make_pass("quantize:mode=dynamic").config)
     static = config_to_dict(make_pass("quantize:mode=static").config)
     assert {"calibration", "activation_type", "format", "percentile", "calibration_samples"} <= set(static) - set(dynamic)
     assert "optimum_preset" not in dynamic and dynamic["mode"] == "dynamic"
+    assert auto["mode"] == "auto" and set(auto) == set(dynamic)  # auto takes the options both modes take
 
 
 def test_quantize_keeps_the_cli_spelling_and_the_python_default() -> None:
@@ -73,7 +75,7 @@ def test_quantize_keeps_the_cli_spelling_and_the_python_default() -> None:
 
 def test_quantize_options_listing_names_the_backends_of_each_option() -> None:
     rows = {name: (kind, default) for name, kind, default in describe_options(QuantizeOptions)}
-    assert rows["mode"][0] == "dynamic|static"
+    assert rows["mode"][0] == "auto|dynamic|static"
     assert rows["backend"][0] == "|".join(BACKENDS)
     assert rows["max_loss"][1].endswith("[onnxruntime, torch]")
     assert rows["calibration"][1].endswith("[onnxruntime mode=static]")
