@@ -21,7 +21,7 @@ from optikit.harness.isolation import Measured, measure_variant
 from optikit.harness.latency import Latency, LatencyConfig
 from optikit.harness.metrics import alignment, capability, fidelity
 from optikit.harness.quadrant import quadrant
-from optikit.harness.records import BatchQuality, Diagnostics, MeasuredSpeedup, RunnerInfo, Task
+from optikit.harness.records import BatchQuality, Diagnostics, Interval, MeasuredSpeedup, RunnerInfo, Task
 from optikit.harness.results import Results, VariantResult
 from optikit.harness.significance import (
     SignificanceConfig,
@@ -97,17 +97,19 @@ def _speedup(measured: Measured, config: SpeedupConfig) -> tuple[MeasuredSpeedup
 
 
 def quality_by_batch(labels: np.ndarray, measured: Measured, base: Measured, batch_sizes: Sequence[int],
-                     config: SignificanceConfig) -> tuple[BatchQuality, ...]:
+                     config: SignificanceConfig, eval_deltas: Mapping[str, Interval]) -> tuple[BatchQuality, ...]:
     """The predictions made in each timed batch size, scored, compared with the eval-batch predictions and (paired
-    bootstrap, accuracy and macro-F1) with the baseline's at the same batch size."""
+    bootstrap, accuracy and macro-F1) with the baseline's at the same batch size. Where both models gave the same
+    probabilities as in evaluation batches, the bootstrap is the evaluation's (`eval_deltas`: same data, same seed)."""
     out = []
     eval_preds = measured.probs.argmax(-1)
     for b in batch_sizes:
         probs = measured.probs_by_batch.get(b, measured.probs)
         base_probs = base.probs_by_batch.get(b, base.probs)
         point = point_metrics(labels, probs)
-        deltas = {m: d for m, d in paired_bootstrap(labels, base_probs, probs, config).items()
-                  if m in ("accuracy", "f1_macro")}
+        same = np.array_equal(probs, measured.probs) and np.array_equal(base_probs, base.probs)
+        intervals = eval_deltas if same else paired_bootstrap(labels, base_probs, probs, config)
+        deltas = {m: d for m, d in intervals.items() if m in ("accuracy", "f1_macro")}
         out.append(BatchQuality(b, point["accuracy"], point["f1_macro"],
                                 float(np.mean(probs.argmax(-1) == eval_preds)), deltas))
     return tuple(out)
@@ -204,7 +206,8 @@ def bench(variants: Sequence[Variant], config: BenchConfig | None = None, *, dat
             behavioral=(behavioral(suite, outcomes, None if is_baseline else base_outcomes)
                         if suite is not None and outcomes is not None else None))
         row = replace(row, quality_by_batch=quality_by_batch(labels, measured, measured if base is None else base[1],
-                                                             config.latency.batch_sizes, config.significance))
+                                                             config.latency.batch_sizes, config.significance,
+                                                             sig.deltas))
         row = replace(row, conditions=assess(v.name, threads, before=before, after=after, latency=row.latency,
                                              baseline_latency=() if is_baseline or base is None else base[0].latency,
                                              speedups=row.speedup))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from optikit.config import require
+from optikit.harness.records import plain
 
 # Cores a reading may show busy beyond a full house before it counts as starved: a 100 ms window reads CPU time in
 # 10 ms ticks (±0.1 core per tick on each side) and an idle machine's daemons stay well under half a core, while
@@ -71,7 +72,7 @@ class LoadReading:
         return float(max(self.run_queue - 1, 0)) if self.run_queue is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({"cpu_count": self.cpu_count, "load_1min": self.load_1min, "run_queue": self.run_queue,
+        return plain({"cpu_count": self.cpu_count, "load_1min": self.load_1min, "run_queue": self.run_queue,
                         "steal_fraction": self.steal_fraction, "other_cpu_cores": self.other_cpu_cores,
                         "window_s": self.window_s})
 
@@ -218,7 +219,7 @@ class Check:
     reason: str | None = None  # the sentence a user reads when flagged
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({"kind": self.kind, "batch_size": self.batch_size, "value": self.value, "limit": self.limit,
+        return plain({"kind": self.kind, "batch_size": self.batch_size, "value": self.value, "limit": self.limit,
                         "flagged": self.flagged, "figures": dict(self.figures), "reason": self.reason})
 
     @classmethod
@@ -407,9 +408,3 @@ def assess(variant: str, threads: int, *, before: LoadReading | None = None, aft
 
 def _float(value: int | float | None) -> float | None:
     return None if value is None else float(value)
-
-
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
-    """Strict JSON: a non-finite float becomes None (json.dumps would write NaN, which no JSON parser reads)."""
-    return {k: _finite(v) if isinstance(v, dict) else (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in d.items()}

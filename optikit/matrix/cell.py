@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def _row(result: Any) -> dict[str, Any]:
-    return dict(result.to_dict())
+    return result.to_dict()
 
 
 def _bench_config(spec: dict[str, Any]) -> BenchConfig:

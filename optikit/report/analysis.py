@@ -11,12 +11,10 @@ from optikit.harness.compare import (
     MIN_GAIN,
     Choice,
     baseline,
-    batch_sizes,
     best,
     delta,
     display_names,
     headline_batch,
-    interval_points,
     ok,
     size_phrase,
     size_ratio,
@@ -25,26 +23,7 @@ from optikit.harness.compare import (
 from optikit.harness.compare import speedup as _speedup
 from optikit.harness.results import Results, VariantResult
 
-__all__ = ["Change", "Verdict", "base_of", "batch_sizes", "compare", "f1_delta_points", "f1_interval_points",
-           "headline_batch", "ok", "size_ratio", "speedup", "verdict"]
-
-base_of = baseline
-
-
-def f1_delta_points(v: VariantResult, base: VariantResult) -> float | None:
-    d = delta(v, base, "f1_macro")
-    return None if d is None else d.points
-
-
-def f1_interval_points(v: VariantResult) -> tuple[float, float] | None:
-    """The harness's paired-bootstrap interval of the macro-F1 delta, in points, when it measured one."""
-    return interval_points(v, "f1_macro")
-
-
-def speedup(v: VariantResult, base: VariantResult, batch: int | None) -> tuple[float | None, float | None, float | None]:
-    """(ratio, low, high) of `optikit.harness.compare.speedup`, for matrix/gate.py until it imports that module."""
-    s = _speedup(v, base, batch)
-    return (s.ratio, s.low, s.high) if s else (None, None, None)
+__all__ = ["Change", "Verdict", "compare", "verdict"]
 
 
 @dataclass(frozen=True)
