@@ -20,8 +20,9 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 # torch first and pinned: the CPU build lies on the build machines' disk, and a resolver left to choose would
 # download a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
-# Every extra: the test suite exercises MLflow tracking, the Ray executor, Optuna search and the Trainer hook.
-EXTRAS = "dev,tracking,search,ray,hf"
+# Every extra: the test suite exercises MLflow tracking, the Ray executor, Optuna search, the Trainer hook, Intel
+# Neural Compressor, the serving app and OpenVINO.
+EXTRAS = "dev,tracking,search,ray,hf,inc,serve,serve-ray,openvino"
 
 
 def _stamp() -> str:
