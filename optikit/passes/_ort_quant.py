@@ -23,6 +23,7 @@ from optikit.variant import Variant
 DEFAULT_OPS = ("MatMul", "Gemm", "Conv", "Gather")
 EVAL_BATCH = 32
 DEFAULT_PERCENTILE = 99.999
+DEFAULT_TRIAL_LOSS = 0.01  # accuracy a mode=auto trial candidate may lose on the validation split (max_loss unset)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class OnnxRuntimeAutoConfig(OnnxRuntimeOptions):
     the int8 kernels; a transformer's MatMuls gain from dynamic quantization without calibration data."""
 
     mode: Literal["auto"] = "auto"
+    # Seconds of timing per candidate layer set when the graph and CPU leave a choice (a CNN); 0: no trial, every
+    # weighted op int8. See optikit/passes/_ort_auto.py.
+    trial_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 <= self.trial_seconds <= 60, f"trial_seconds must be in [0, 60], got {self.trial_seconds}")
 
     def resolve(self, graph: Path) -> tuple[OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig, str]:
         """The mode for the graph at `graph`, and why, in one phrase."""
@@ -72,7 +80,11 @@ class OnnxRuntimeAutoConfig(OnnxRuntimeOptions):
         # Convolutions dominate (a CNN): static. A transformer with a convolutional stem (ViT's patch embedding)
         # is its MatMuls, which dynamic int8 serves without calibration.
         if convs > matmuls and "Conv" in self.op_types_to_quantize():
-            return (OnnxRuntimeStaticConfig(**common),
+            from optikit.cpu import cpu_features
+            from optikit.passes._ort_auto import number_formats
+
+            activation = number_formats(cpu_features()).activation_type
+            return (OnnxRuntimeStaticConfig(**common, activation_type=activation),  # type: ignore[arg-type]
                     f"static: the graph has {convs} Conv node(s) against {matmuls} MatMul/Gemm, and dynamic int8 "
                     "convolutions (ConvInteger) have no fast kernel in ONNX Runtime")
         return OnnxRuntimeDynamicConfig(**common), (f"dynamic: {matmuls} MatMul/Gemm node(s) against {convs} Conv; "
@@ -119,12 +131,10 @@ class OptimumQuantizeConfig:
 def choose_reduce_range(setting: str) -> tuple[bool, str]:
     """7-bit weights avoid u8×s8 overflow in AVX2/AVX-512 kernels without VNNI; with VNNI, full range is safe."""
     from optikit.cpu import cpu_features
+    from optikit.passes._ort_auto import number_formats
 
-    if setting != "auto":
-        return setting == "true", "set by the user"
-    if cpu_features().vnni:
-        return False, "CPU has VNNI/AMX int8 instructions: full 8-bit range"
-    return True, "CPU has no VNNI: 7-bit weights avoid int16 saturation in AVX2 kernels"
+    formats = number_formats(cpu_features(), setting)
+    return formats.reduce_range, formats.reduce_range_reason
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -217,14 +227,20 @@ class CalibrationReader:
         self._iter = iter(self._batches)
 
 
-def session_logits(path: Path, batches: list[dict[str, np.ndarray]], threads: int) -> np.ndarray:
+def open_session(path: Path, threads: int) -> Any:
+    """A CPU session set up as the harness's runner sets one up (explicit threads, no spinning between calls)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def session_logits(path: Path, batches: list[dict[str, np.ndarray]], threads: int) -> np.ndarray:
+    session = open_session(path, threads)
     names = [i.name for i in session.get_inputs()]
     return np.concatenate([np.asarray(session.run(None, {k: b[k] for k in names if k in b})[0], np.float32)
                            for b in batches])
@@ -297,14 +313,14 @@ def quantize_onnxruntime(config: OnnxRuntimeAutoConfig | OnnxRuntimeDynamicConfi
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = variant.path / "model.onnx"
-    chosen: dict[str, str] = {}
+    chosen: dict[str, Any] = {}
     if isinstance(config, OnnxRuntimeAutoConfig):
         resolved, why_mode = config.resolve(source)
         say(f"quantize: mode=auto chose {why_mode}")
         chosen = {"mode_requested": "auto", "mode_reason": why_mode}
     else:
         resolved = config
-    c = resolved
+    c: OnnxRuntimeDynamicConfig | OnnxRuntimeStaticConfig = resolved
     prepared = out / "model.prepared.onnx"
     calibration: dict[str, Any] = {}
     batches: list[dict[str, np.ndarray]] = []
@@ -324,6 +340,15 @@ def quantize_onnxruntime(config: OnnxRuntimeAutoConfig | OnnxRuntimeDynamicConfi
     reduce_range, why = choose_reduce_range(c.reduce_range)
     ops = c.op_types_to_quantize()
     target = out / "model.onnx"
+    if isinstance(config, OnnxRuntimeAutoConfig) and isinstance(c, OnnxRuntimeStaticConfig):
+        from optikit.passes._ort_auto import layer_trial
+
+        def build_layers(path: Path, op_types: list[str], exclude: list[str]) -> None:
+            _quantize_file(c, prepared, path, op_types, reduce_range, exclude, None, batches)
+
+        c, ops, trial = layer_trial(config.trial_seconds, c, variant, ctx, source, prepared, ops, batches,
+                                    build_layers)
+        chosen.update({"trial": trial} if trial else {})
 
     def build(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
         _quantize_file(c, prepared, path, ops, reduce_range, list(c.exclude_nodes) + exclude, only, batches)
@@ -340,8 +365,14 @@ def quantize_onnxruntime(config: OnnxRuntimeAutoConfig | OnnxRuntimeDynamicConfi
     copy_processor(variant.path, out)
     if (variant.path / "config.json").is_file():  # keeps the folder loadable by optimum's ORTModel
         shutil.copy2(variant.path / "config.json", out / "config.json")
+    from optikit.cpu import cpu_features
+
+    cpu = cpu_features()
+    activation = {"activation_type": c.activation_type} if isinstance(c, OnnxRuntimeStaticConfig) else {}
     return PassOutput("onnx", {**report, **chosen, "backend": "onnxruntime", "mode": c.mode,
-                               "reduce_range": reduce_range,
+                               "reduce_range": reduce_range, **activation,
+                               # The machine the choices were made on: a report measured elsewhere compares them.
+                               "made_on": {"model": cpu.model, "machine": cpu.machine, "int8_flags": cpu.int8_flags()},
                                "reduce_range_reason": why, "op_types": ops, "calibration": calibration,
                                "ops_after": op_counts(target), "ops_before": op_counts(source)})
 

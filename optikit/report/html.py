@@ -140,6 +140,7 @@ def render_html(results: Results, *, changes: list[Change] | None = None, agains
     from markupsafe import Markup
 
     from optikit.report.figures import all_figures
+    from optikit.report.machine import capabilities, choices
 
     matrix = results.settings.get("matrix") or {}
     budget = budget_points if budget_points is not None else matrix.get("f1_budget_points", 1.0)
@@ -158,5 +159,6 @@ def render_html(results: Results, *, changes: list[Change] | None = None, agains
         lineages=[(n, lineage(v), v.status) for v, n in zip(results.variants, names, strict=True)],
         environment=flatten(plain(results.environment)), gate=results.settings.get("gate") or [],
         changes=changes, against=against, matrix=matrix, base=baseline(results),
+        machine_caps=capabilities(results), machine_choices=choices(results),
         headline=headline_batch(results), failed=[v for v in results.variants if v.status != "ok"],
         notes=[(name, n) for v, name in zip(results.variants, names, strict=True) for n in v.notes])

@@ -7,6 +7,7 @@ from typing import Any
 from optikit.harness.compare import baseline, delta, display_names, headline_batch, ok, size_ratio, speedup
 from optikit.harness.results import Results
 from optikit.report.analysis import Change, verdict
+from optikit.report.machine import choices
 
 MAX_ERROR_CHARS = 160
 
@@ -46,6 +47,8 @@ def summary_markdown(groups: Mapping[str, Results], *, title: str = "optikit ben
         lines += [f"> {_md(note)}" for note in results.task.notes]
         if results.task.notes:
             lines.append("")
+        misfit = [f"> {_md(c.name)} does not fit this machine: {_md(m)}" for c in choices(results) for m in c.misfits]
+        lines += [*misfit, ""] if misfit else []
     if gate:
         failed = [g for g in gate if not g["passed"]]
         lines.append(f"**Gate: {'FAILED' if failed else 'passed'}** ({len(gate) - len(failed)}/{len(gate)} rules hold)")
