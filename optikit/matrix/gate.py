@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from optikit.cpu import VNNI
 from optikit.harness.compare import (
     baseline,
     delta,
@@ -26,6 +27,20 @@ class RuleOutcome:
 
     def to_dict(self) -> dict[str, object]:
         return {"rule": self.rule, "passed": self.passed, "detail": self.detail}
+
+
+def _cpu_skips(rule: GateRule, results: Results) -> str | None:
+    """Why a CPU-specific rule does not apply to the machine that measured `results`, or None when it does."""
+    wanted = getattr(rule, "cpu", "")
+    if not wanted:
+        return None
+    flags = results.environment.cpu.int8_flags
+    if not flags:
+        return "skipped: the CPU's instruction sets were not recorded"
+    has = any(flags.get(name) for name in VNNI)
+    if has == (wanted == "vnni"):
+        return None
+    return f"skipped: a target for {wanted} CPUs, and {results.environment.cpu.model} {'has' if has else 'lacks'} VNNI/AMX"
 
 
 def _check(rule: GateRule, group: str, results: Results) -> list[str]:
@@ -57,9 +72,18 @@ def _check(rule: GateRule, group: str, results: Results) -> list[str]:
     if isinstance(rule, MinSpeedup):
         batch = rule.batch_size or headline_batch(results)
         s = speedup(v, base, batch)
-        if s is None or s.ratio < rule.ratio:
-            got = "no latency" if s is None else f"{s.ratio:.2f}×"
-            return [f"{where}{rule.variant} is {got} at batch {batch} (at least {rule.ratio:g}× required)"]
+        ratio = s.ratio if s is not None else None
+        than = ""
+        if rule.against:  # both timed against the same baseline in one run: their ratio is v against `against`
+            ref = by_name.get(rule.against)
+            if ref is None or not ok(ref):
+                return [f"{where}{rule.against} was not measured"]
+            r = speedup(ref, base, batch)
+            ratio = ratio / r.ratio if ratio is not None and r is not None and r.ratio > 0 else None
+            than = f" against {rule.against}"
+        if ratio is None or ratio < rule.ratio:
+            got = "no latency" if ratio is None else f"{ratio:.2f}×"
+            return [f"{where}{rule.variant} is {got}{than} at batch {batch} (at least {rule.ratio:g}× required)"]
         return []
     if isinstance(rule, MinSizeRatio):
         ratio = size_ratio(v, base, "weight_bytes" if rule.of == "weights" else "bytes_on_disk")
@@ -94,6 +118,10 @@ def evaluate(rules: tuple[GateRule, ...], groups: Mapping[str, Results]) -> list
     """One outcome per rule, over every group (the group name is added only when there are several)."""
     outcomes = []
     for rule in rules:
-        failures = [f for g, res in groups.items() for f in _check(rule, g if len(groups) > 1 else "", res)]
+        applies = {g: res for g, res in groups.items() if _cpu_skips(rule, res) is None}
+        if not applies:
+            outcomes.append(RuleOutcome(rule.name, True, _cpu_skips(rule, next(iter(groups.values()))) or "skipped"))
+            continue
+        failures = [f for g, res in applies.items() for f in _check(rule, g if len(groups) > 1 else "", res)]
         outcomes.append(RuleOutcome(rule.name, not failures, "; ".join(failures) if failures else "holds"))
     return outcomes

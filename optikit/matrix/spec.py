@@ -121,17 +121,27 @@ class MaxF1Drop:
 
 @dataclass(frozen=True)
 class MinSpeedup:
-    """The named variant must be at least `ratio` times faster (p50) than the baseline at `batch_size`."""
+    """The named variant must be at least `ratio` times faster (p50) than the baseline at `batch_size` — or than
+    the variant named by `against` (e.g. its own parent: `ratio = 1.0` means never slower than it)."""
 
     variant: str
     ratio: float = 1.0
     batch_size: int = 0  # 0: the largest batch size of the matrix
+    against: str = ""  # another variant of the matrix; empty: the baseline
+    # The CPUs the target is for: "vnni" (a u8×s8 dot-product instruction: AVX-512 VNNI, AVX-VNNI or AMX),
+    # "no-vnni" (AVX2-only x86, ARM without it); empty: every CPU. On another CPU the rule is skipped, saying so.
+    cpu: Literal["", "vnni", "no-vnni"] = ""
     name: str = ""
 
     def __post_init__(self) -> None:
         require(self.ratio > 0, f"gate min-speedup ratio must be > 0, got {self.ratio}")
+        require(self.cpu in ("", "vnni", "no-vnni"), f"gate min-speedup cpu must be vnni or no-vnni, got {self.cpu!r}")
+        require(self.against != self.variant, f"gate min-speedup compares {self.variant} against itself: name "
+                "another variant in `against`, or leave it out for the baseline")
         if not self.name:
-            object.__setattr__(self, "name", f"min-speedup({self.variant} ≥ {self.ratio:g}×)")
+            vs = f" vs {self.against}" if self.against else ""
+            on = f" on {self.cpu}" if self.cpu else ""
+            object.__setattr__(self, "name", f"min-speedup({self.variant}{vs} ≥ {self.ratio:g}×{on})")
 
 
 @dataclass(frozen=True)
@@ -195,7 +205,7 @@ class Matrix:
         require(not dup, f"variant {dup[0] if dup else ''!r} is defined twice")
         for rule in self.gate:
             for v in ([rule.variant] if isinstance(rule, MinSpeedup | MinSizeRatio) else
-                      list(getattr(rule, "variants", ()))):
+                      list(getattr(rule, "variants", ()))) + ([rule.against] if isinstance(rule, MinSpeedup) and rule.against else []):
                 require(v in names and v != BASELINE, f"gate rule {rule.name} names unknown variant {v!r}: "
                         f"known variants are {', '.join(n for n in names if n != BASELINE)}")
             if isinstance(rule, MinSpeedup) and rule.batch_size:

@@ -38,3 +38,44 @@ def test_size_rule_can_count_the_weight_files_alone() -> None:
                                      {"g": res})
     assert not on_disk.passed and "int8's artifact is" in on_disk.detail
     assert on_weights.passed
+
+
+def test_speedup_against_another_variant_is_the_ratio_of_their_speedups_over_the_baseline() -> None:
+    from tests.unit.report.fake import baseline_row, fake_row, results_of
+
+    parent = fake_row("onnx", f1=0.9, acc=0.9, p50=0.5, size=4_000_000, lineage=["export-onnx"], speedup=(2.0, 1.9, 2.1))
+    child = fake_row("int8", f1=0.9, acc=0.9, p50=0.55, size=1_000_000, lineage=["export-onnx", "quantize"],
+                     speedup=(1.8, 1.7, 1.9))
+    res = results_of([baseline_row(), parent, child])
+    [slower, vs_base] = evaluate((MinSpeedup("int8", 1.0, 1, against="onnx"), MinSpeedup("int8", 1.5, 1)), {"": res})
+    assert not slower.passed and slower.rule == "min-speedup(int8 vs onnx ≥ 1×)"
+    assert slower.detail == "int8 is 0.90× against onnx at batch 1 (at least 1× required)"
+    assert vs_base.passed
+
+
+def test_a_speedup_rule_against_an_unknown_or_the_same_variant_is_refused() -> None:
+    import pytest
+
+    from optikit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="against itself"):
+        MinSpeedup("int8", 1.0, against="int8")
+
+
+def test_a_cpu_specific_target_applies_only_to_that_kind_of_cpu() -> None:
+    import dataclasses
+
+    from optikit.harness.records import CpuInfo
+
+    def on(flags: dict[str, bool]):
+        res = fake_results()
+        return dataclasses.replace(res, environment=dataclasses.replace(res.environment,
+                                                                       cpu=CpuInfo("Some CPU", "x86_64", flags)))
+
+    vnni, avx2 = on({"avx2": True, "avx512_vnni": True}), on({"avx2": True, "avx512_vnni": False})
+    rules = (MinSpeedup("int8", 50.0, 1, cpu="vnni"), MinSpeedup("int8", 1.5, 1, cpu="no-vnni"))
+    [fast_vnni, modest_avx2] = evaluate(rules, {"": vnni})
+    assert not fast_vnni.passed and fast_vnni.rule == "min-speedup(int8 ≥ 50× on vnni)"
+    assert modest_avx2.passed and modest_avx2.detail.startswith("skipped: a target for no-vnni CPUs")
+    [skipped, held] = evaluate(rules, {"": avx2})
+    assert skipped.passed and "lacks VNNI/AMX" in skipped.detail and held.detail == "holds"

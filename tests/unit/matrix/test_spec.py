@@ -125,7 +125,7 @@ def test_shipped_matrices_load_and_validate() -> None:
     used = {s.pass_name for v in ci.variants for s in v.chain}
     assert used >= {"export-onnx", "quantize", "prune-unstructured", "prune-structured", "distill"}
     modes = {dict(s.options).get("mode") for v in ci.variants for s in v.chain if s.pass_name == "quantize"}
-    assert modes == {"dynamic", "static"}
+    assert modes == {"dynamic", "static", None}  # None: `quantize` with no options (mode=auto)
     validate(load_matrix(root / "minilm-tags.toml"))
 
 
