@@ -12,7 +12,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxruntime|transformers)\..*")
-    for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "transformers", "root"):
+    # torchao (which transformers imports when neural-compressor brought it) warns about its CUDA-only kernels
+    # and pytree registrations on every CPU run; neural-compressor announces the accelerator it detected.
+    for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "transformers", "root", "torchao",
+                 "torch.utils._pytree", "neural_compressor", "nncf"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local paths or packages, never the hub

@@ -204,8 +204,9 @@ class Matrix:
         dup = sorted({n for n in names if names.count(n) > 1})
         require(not dup, f"variant {dup[0] if dup else ''!r} is defined twice")
         for rule in self.gate:
+            against = [rule.against] if isinstance(rule, MinSpeedup) and rule.against else []
             for v in ([rule.variant] if isinstance(rule, MinSpeedup | MinSizeRatio) else
-                      list(getattr(rule, "variants", ()))) + ([rule.against] if isinstance(rule, MinSpeedup) and rule.against else []):
+                      list(getattr(rule, "variants", ()))) + against:
                 require(v in names and v != BASELINE, f"gate rule {rule.name} names unknown variant {v!r}: "
                         f"known variants are {', '.join(n for n in names if n != BASELINE)}")
             if isinstance(rule, MinSpeedup) and rule.batch_size:
