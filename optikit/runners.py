@@ -1,15 +1,20 @@
-"""Runners: one interface (`logits(feeds)`) over torch eager and ONNX Runtime, so every measurement is one code path."""
+"""Runners: one interface (`logits(feeds)`) over torch eager, ONNX Runtime and OpenVINO, so every measurement is one
+code path."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from optikit.errors import MeasurementError, ModelLoadError
-from optikit.models import load_module, torch_forward
+from optikit.errors import MeasurementError, MissingDependencyError, ModelLoadError
+from optikit.models import PIXEL_INPUT, TEXT_INPUTS, load_module, torch_forward
 from optikit.variant import Variant
+
+ENCODER_INPUTS = frozenset({*TEXT_INPUTS, PIXEL_INPUT})
 
 
 def _cores() -> int:
@@ -108,10 +113,72 @@ class OrtRunner(Runner):
         return {**super().info(), "providers": self.providers}
 
 
+class OpenVinoRunner(Runner):
+    """An OpenVINO IR on the CPU, latency hint, explicit threads, and the inference precision its export recorded."""
+
+    backend = "openvino"
+
+    def __init__(self, variant: Variant, threads: int, device: str = "cpu") -> None:
+        if importlib.util.find_spec("openvino") is None:
+            raise MissingDependencyError("openvino", "openvino")
+        import openvino as ov
+
+        super().__init__(variant, threads, device)
+        if device != "cpu":
+            raise MeasurementError(f"OpenVINO variants run on the CPU here, not {device}: bench {variant.name} "
+                                   "with --device cpu")
+        # Explicit f32 unless the export asked for bf16: the CPU plugin's default is bf16 wherever the CPU has it,
+        # which would quietly make an "fp32" variant a bf16 one on AMX machines.
+        self.precision_requested = "bf16" if variant.report.get("inference_precision") == "bf16" else "f32"
+        try:
+            self.compiled = ov.Core().compile_model(str(variant.path / "model.xml"), "CPU", {
+                "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": self.precision_requested})
+        except RuntimeError as exc:
+            raise ModelLoadError(f"OpenVINO cannot load {variant.path / 'model.xml'}: "
+                                 f"{str(exc).strip().splitlines()[0][:200]}") from None
+        # A CPU without bf16 compiles in f32 instead: what ran is what the compiled model reports.
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        # An IR from elsewhere may give one input several names: the encoder's, where one of them is.
+        self.input_names = [min(i.get_names(), key=lambda n: (n not in ENCODER_INPUTS, n)) for i in self.compiled.inputs]
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.get_version().split("-")[0]
+
+    def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        # By name: a converted Hugging Face model orders its inputs as forward() does, not as the tokenizer does.
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise MeasurementError(f"{self.variant.name} takes inputs {', '.join(self.input_names)} but got no "
+                                   f"{', '.join(missing)}: re-export it from a model that uses the same encoder")
+        self.request.infer({n: feeds[n] for n in self.input_names})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the buffer is reused
+
+    def op_counts(self) -> dict[str, Any]:
+        """Executed operators by type, and how many weight-heavy ones run in int8 (the runtime graph's view)."""
+        ops: Counter[str] = Counter()
+        quantized = floating = 0
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            kind, precision = str(info["layerType"].astype(str)), str(info["runtimePrecision"].astype(str))
+            ops[kind] += 1
+            if kind in ("Convolution", "FullyConnected", "MatMul", "Deconvolution"):
+                if precision.lower() in ("i8", "u8"):
+                    quantized += 1
+                else:
+                    floating += 1
+        return {"ops": dict(sorted(ops.items())), "quantized_ops": quantized, "float_ops": floating}
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "precision": self.precision, "precision_requested": self.precision_requested,
+                "version": self.version}
+
+
 def load_runner(variant: Variant, threads: int | None = None, device: str = "cpu") -> Runner:
     threads = threads or default_threads()
     if variant.format in ("torch", "hf"):
         return TorchRunner(variant, threads, device)
     if variant.format == "onnx":
         return OrtRunner(variant, threads, device)
+    if variant.format == "openvino":
+        return OpenVinoRunner(variant, threads, device)
     raise ModelLoadError(f"no runner for format {variant.format!r}")

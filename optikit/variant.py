@@ -14,9 +14,9 @@ from optikit.errors import ModelLoadError
 
 MANIFEST = "variant.json"
 SCHEMA_VERSION = 1
-Format = Literal["torch", "hf", "onnx"]
+Format = Literal["torch", "hf", "onnx", "openvino"]
 Origin = Literal["teacher", "import", "from_module"]
-WEIGHT_FILES = {"torch": "model.safetensors", "hf": "config.json", "onnx": "model.onnx"}
+WEIGHT_FILES = {"torch": "model.safetensors", "hf": "config.json", "onnx": "model.onnx", "openvino": "model.xml"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def load_variant(path: str | Path) -> Variant:
         raise ModelLoadError(f"{manifest} is not a valid optikit manifest ({type(exc).__name__}: {exc}): "
                              "recreate the variant with optikit compress") from None
     if fmt not in WEIGHT_FILES:
-        raise ModelLoadError(f"{manifest} names unknown format {fmt!r}: expected torch, hf or onnx")
+        raise ModelLoadError(f"{manifest} names unknown format {fmt!r}: expected torch, hf, onnx or openvino")
     weights = path / WEIGHT_FILES[fmt]
     if not weights.is_file():
         raise ModelLoadError(f"{path} has no {WEIGHT_FILES[fmt]}: the variant is incomplete; recreate it")
@@ -164,7 +164,8 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("optikit", "torch", "transformers", "onnx", "onnxruntime", "optimum", "torch-pruning", "numpy"):
+    for name in ("optikit", "torch", "transformers", "onnx", "onnxruntime", "optimum", "torch-pruning", "numpy",
+                 "neural-compressor", "openvino", "nncf"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -50,6 +50,8 @@ def resolve_device(variant: Any, device: str) -> tuple[str, list[str]]:
     """The device a variant really runs on; a CUDA request on a machine without one is a note, not a failure."""
     if device == "cpu":
         return device, []
+    if variant.format == "openvino":
+        return "cpu", ["OpenVINO runs on the CPU here: this variant was measured on the CPU"]
     import torch
 
     if not torch.cuda.is_available():

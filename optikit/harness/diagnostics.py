@@ -54,6 +54,9 @@ def torch_op_counts(module: Any) -> dict[str, Any]:
 
 
 def op_counts(variant: Any, runner: Any) -> dict[str, Any]:
+    own = getattr(runner, "op_counts", None)  # a runtime that compiles its own graph counts it (OpenVINO)
+    if callable(own):
+        return dict(own())
     if variant.format == "onnx":
         return onnx_op_counts(variant.path / "model.onnx")
     module = getattr(runner, "module", None)

@@ -340,16 +340,19 @@ class RunnerInfo:
     threads: int
     device: str
     providers: tuple[str, ...] = ()
+    precision: str = ""  # the precision the runtime really compiled (OpenVINO: f32 or bf16); empty: not reported
+    version: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunnerInfo:
         return cls(str(d.get("backend", "?")), int(d.get("threads", 0)), str(d.get("device", "cpu")),
-                   tuple(d.get("providers") or ()))
+                   tuple(d.get("providers") or ()), str(d.get("precision") or ""), str(d.get("version") or ""))
 
     def to_dict(self) -> dict[str, Any]:
         d = fields_of(self)
-        if not self.providers:  # torch runners have none; written as before
-            del d["providers"]
+        for key in ("providers", "precision", "version"):  # written only where a runtime reports them
+            if not d[key]:
+                del d[key]
         return d
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from optikit.variant import Variant, artifact_files
 
-WEIGHT_SUFFIXES = {".safetensors", ".onnx", ".bin", ".data"}
+# .xml: an OpenVINO IR's graph, counted with its .bin as a .onnx file's graph is counted with its weights.
+WEIGHT_SUFFIXES = {".safetensors", ".onnx", ".bin", ".data", ".xml"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def _tensors(variant: Variant) -> dict[str, np.ndarray]:
 
         model = onnx.load(str(variant.path / "model.onnx"))
         return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if variant.format == "openvino":
+        return _openvino_constants(variant.path / "model.xml")
     from safetensors.numpy import load_file
 
     out: dict[str, np.ndarray] = {}
@@ -66,6 +69,18 @@ def _tensors(variant: Variant) -> dict[str, np.ndarray]:
             from safetensors.torch import load_file as load_torch
 
             out.update({k: v.float().numpy() for k, v in load_torch(str(f)).items()})
+    return out
+
+
+def _openvino_constants(xml: Path) -> dict[str, np.ndarray]:
+    """The IR's float and 8-bit constants; integer shapes and indices (int32/int64) are graph plumbing."""
+    import openvino as ov
+
+    out: dict[str, np.ndarray] = {}
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() not in ("i32", "i64"):
+            # Friendly names (the source's, where "embed" shows) may repeat; the op's own name may not.
+            out[f"{op.get_friendly_name()}|{op.get_name()}"] = op.get_data()
     return out
 
 

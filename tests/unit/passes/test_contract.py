@@ -22,6 +22,7 @@ from optikit.variant import Variant
 # quantize has one case per backend: each is its own strategy with its own options.
 SETTINGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "export-onnx": [("digits_teacher", {})],
+    "export-openvino": [("digits_teacher", {}), ("digits_teacher", {"precision": "int8"})],
     "quantize": [("digits_onnx", {"backend": "onnxruntime", "mode": "dynamic"}),
                  ("digits_onnx", {"backend": "onnxruntime", "mode": "static", "calibration_samples": 16}),
                  ("digits_teacher", {"backend": "torch"}),
@@ -33,7 +34,7 @@ SETTINGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "distill": [("digits_teacher", {"student": "cnn-small", "epochs": 1, "learning_rate": 0.02, "batch_size": 16})],
 }
 # Backends whose package is an optional extra: their case runs where it is installed.
-OPTIONAL = {("quantize", "neural-compressor"): "neural_compressor"}
+OPTIONAL = {("quantize", "neural-compressor"): "neural_compressor", ("export-openvino", "None"): "openvino"}
 
 
 def settings_for(name: str) -> list[tuple[str, dict[str, Any]]]:
