@@ -146,9 +146,20 @@ def load_module(variant: Variant) -> nn.Module:
 
 
 def apply_runtime_quantization(module: nn.Module, recipe: dict[str, Any]) -> nn.Module:
-    """Re-applies torch dynamic int8 quantization as recorded by quantize:backend=torch."""
+    """Re-applies torch dynamic int8 quantization as recorded by quantize:backend=torch, or INC's PT2E static int8
+    (quantize:backend=neural-compressor), which comes back compiled by torch.compile."""
     import torch
 
+    if recipe.get("kind") == "inc-pt2e-static":
+        import importlib.util
+
+        if importlib.util.find_spec("neural_compressor") is None:
+            from optikit.errors import MissingDependencyError
+
+            raise MissingDependencyError("neural_compressor", "inc")
+        from optikit._inc_runtime import rebuild
+
+        return rebuild(module, recipe)
     if recipe.get("kind") != "torch-dynamic":
         raise ModelLoadError(f"unknown runtime quantization {recipe.get('kind')!r}: upgrade optikit")
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig

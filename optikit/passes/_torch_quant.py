@@ -1,11 +1,10 @@
-"""The quantize pass's torch backends: torch dynamic int8 (re-applied at load time) and Intel Neural Compressor,
-each with its config."""
+"""The quantize pass's torch backend: torch dynamic int8, re-applied at load time, with its config (Intel Neural
+Compressor's backend is in _inc_quant)."""
 from __future__ import annotations
 
 import copy
 import io
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,13 +27,6 @@ class TorchQuantizeConfig(AccuracyBudget):
     backend: Literal["torch"] = "torch"
     mode: Literal["dynamic"] = "dynamic"
     per_channel: bool = True
-
-
-@dataclass(frozen=True)
-class NeuralCompressorConfig:
-    """backend=neural-compressor: INC's round-to-nearest int8 weights (symmetric, per output channel); no options."""
-
-    backend: Literal["neural-compressor"] = "neural-compressor"
 
 
 def _copy_artifact(variant: Variant, out: Path) -> None:
@@ -102,25 +94,3 @@ def quantize_torch(config: TorchQuantizeConfig, variant: Variant, ctx: PassConte
         "stored_as": "fp32 weights + a load-time quantization recipe (torch's int8 modules only pickle)"},
         architecture={**variant.architecture, RUNTIME_QUANTIZATION: recipe(kept)})
 
-
-def quantize_inc(config: NeuralCompressorConfig, variant: Variant, ctx: PassContext, out: Path) -> PassOutput:
-    """Intel Neural Compressor 3.x round-to-nearest int8 weights, stored dequantized (fp32 safetensors).
-
-    INC's packed modules save through pickle, so the rounded weights are recovered into the fp32 architecture:
-    the variant carries INC's accuracy effect, not its size. Not exercised where neural-compressor is absent.
-    """
-    from neural_compressor.torch.quantization import RTNConfig, convert, prepare
-
-    from optikit.models import save_module
-
-    fp32 = load_module(variant)
-    model = convert(prepare(copy.deepcopy(fp32), RTNConfig(bits=8, group_size=-1, use_sym=True)))
-    recovered = {name: m.recover() for name, m in model.named_modules() if hasattr(m, "recover")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, weight in recovered.items():
-            target: Any = fp32.get_submodule(name)
-            target.weight.data.copy_(weight.to(target.weight.dtype))
-    save_module(fp32, variant.format, out, tokenizer_from=variant.path)
-    return PassOutput(variant.format, {"backend": "neural-compressor", "mode": "weight-only-rtn",
-                                       "modules_quantized": len(recovered)})

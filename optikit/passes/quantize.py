@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from optikit.config import build_config, describe_options
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.models import RUNTIME_QUANTIZATION
+from optikit.passes._inc_quant import NeuralCompressorConfig, quantize_inc
 from optikit.passes._ort_quant import (
     OnnxRuntimeAutoConfig,
     OnnxRuntimeDynamicConfig,
@@ -22,7 +23,7 @@ from optikit.passes._ort_quant import (
     quantize_optimum,
     unquantizable_graph,
 )
-from optikit.passes._torch_quant import NeuralCompressorConfig, TorchQuantizeConfig, quantize_inc, quantize_torch
+from optikit.passes._torch_quant import TorchQuantizeConfig, quantize_torch
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.variant import Variant
 
@@ -54,7 +55,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             quantize_onnxruntime),
     Backend("optimum", frozenset({"onnx"}), {"dynamic": OptimumQuantizeConfig}, quantize_optimum),
     Backend("torch", frozenset({"torch", "hf"}), {"dynamic": TorchQuantizeConfig}, quantize_torch),
-    Backend("neural-compressor", frozenset({"torch", "hf"}), {None: NeuralCompressorConfig}, quantize_inc,
+    Backend("neural-compressor", frozenset({"torch", "hf"}), {"static": NeuralCompressorConfig}, quantize_inc,
             extra="inc", module="neural_compressor"),
 )}
 
@@ -112,7 +113,7 @@ class QuantizeOptions:
         formats = "; ".join(f"{b.name} takes {'/'.join(sorted(b.formats))}" for b in BACKENDS.values())
         head = [("backend", "|".join(BACKENDS), f"{DEFAULT_BACKEND!r}  ({formats})"),
                 ("mode", "auto|dynamic|static", "'auto' for onnxruntime (static for a graph with convolutions, dynamic "
-                 "otherwise), 'dynamic' elsewhere  (static: onnxruntime only; neural-compressor has no mode)")]
+                 "otherwise), 'dynamic' elsewhere  (static: onnxruntime and neural-compressor)")]
         return head + [(opt, kind, f"{default}  [{', '.join(names)}]") for opt, (kind, default, names) in rows.items()]
 
 
@@ -124,7 +125,8 @@ class Quantize(Pass):
     (MatMul/Gemm/Conv/Gather, uint8 activations, per-channel int8 weights, QDQ) keep a BERT classifier's
     accuracy; `max_loss` returns the most sensitive nodes to fp32 until the validation accuracy is within budget.
     optimum: optimum's ORTQuantizer preset, as shipped (a reference). torch: torch.ao dynamic int8 of the Linear
-    layers, re-applied at load time (`max_loss` too). neural-compressor: INC's round-to-nearest int8 weights.
+    layers, re-applied at load time (`max_loss` too). neural-compressor: INC's PT2E static int8 run by
+    torch.compile, re-applied at load time (`max_loss` drives INC's autotune).
     An option the chosen backend would ignore is refused.
 
     Order with export-onnx (measured on a 2-layer BERT, dynamo export): export-onnx:optimize=none|basic|O1|O2|O3
@@ -168,7 +170,7 @@ class Quantize(Pass):
 
     def check(self, variant: Variant) -> None:
         if RUNTIME_QUANTIZATION in variant.architecture:
-            raise ConfigError(f"{variant.name} is already int8 (quantize:backend=torch): quantize its fp32 parent")
+            raise ConfigError(f"{variant.name} is already int8 (quantized by torch at load time): quantize its fp32 parent")
         if variant.format == "onnx" and self.backend.name == "onnxruntime":
             why = unquantizable_graph(variant.path / "model.onnx")
             if why:

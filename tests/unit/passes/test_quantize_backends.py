@@ -5,15 +5,13 @@ import pytest
 
 from optikit.config import config_to_dict, describe_options
 from optikit.errors import ConfigError
-from optikit.passes._torch_quant import NeuralCompressorConfig
+from optikit.passes._inc_quant import NeuralCompressorConfig
 from optikit.passes.base import make_pass
 from optikit.passes.quantize import BACKENDS, Quantize, QuantizeOptions
 
 
 @pytest.mark.parametrize(("spec", "ignored"), [
-    ("quantize:backend=neural-compressor,max_loss=0.01", "max_loss"),
     ("quantize:backend=neural-compressor,per_channel=false", "per_channel"),
-    ("quantize:backend=neural-compressor,mode=dynamic", "mode"),
     ("quantize:backend=optimum,max_loss=0.01", "max_loss"),
     ("quantize:backend=optimum,exclude_nodes=a", "exclude_nodes"),
     ("quantize:backend=optimum,weight_type=uint8", "weight_type"),
@@ -41,8 +39,9 @@ def test_quantize_refusal_names_what_the_backend_takes() -> None:
     with pytest.raises(ConfigError, match=r"backend=torch does not use calibration: it takes exclude_nodes, "
                                           r"max_loss, mode, per_channel"):
         make_pass("quantize:backend=torch,calibration=entropy")
-    with pytest.raises(ConfigError, match="backend=neural-compressor does not use max_loss: it takes no options"):
-        make_pass("quantize:backend=neural-compressor,max_loss=0.01")
+    with pytest.raises(ConfigError, match="backend=neural-compressor does mode=static only: use backend=onnxruntime "
+                                          "for mode=dynamic"):
+        make_pass("quantize:backend=neural-compressor,mode=dynamic")
 
 
 def test_quantize_percentile_needs_percentile_calibration() -> None:
@@ -56,13 +55,14 @@ def test_quantize_lineage_holds_only_the_options_its_backend_uses() -> None:
         "backend", "mode", "per_channel", "exclude_nodes", "max_loss"}
     assert set(config_to_dict(make_pass("quantize:backend=optimum").config)) == {
         "backend", "mode", "per_channel", "optimum_preset"}
-    assert set(config_to_dict(NeuralCompressorConfig())) == {"backend"}  # INC's RTN takes no option
+    assert set(config_to_dict(NeuralCompressorConfig())) == {"backend", "mode", "max_loss", "max_trials"}
     auto = config_to_dict(make_pass("quantize").config)
     dynamic = config_to_dict(make_pass("quantize:mode=dynamic").config)
     static = config_to_dict(make_pass("quantize:mode=static").config)
     assert {"calibration", "activation_type", "format", "percentile", "calibration_samples"} <= set(static) - set(dynamic)
     assert "optimum_preset" not in dynamic and dynamic["mode"] == "dynamic"
-    assert auto["mode"] == "auto" and set(auto) == set(dynamic)  # auto takes the options both modes take
+    # auto takes the options both modes take, and how long its layer trial may time each candidate
+    assert auto["mode"] == "auto" and set(auto) == set(dynamic) | {"trial_seconds"}
 
 
 def test_quantize_keeps_the_cli_spelling_and_the_python_default() -> None:
@@ -77,6 +77,6 @@ def test_quantize_options_listing_names_the_backends_of_each_option() -> None:
     rows = {name: (kind, default) for name, kind, default in describe_options(QuantizeOptions)}
     assert rows["mode"][0] == "auto|dynamic|static"
     assert rows["backend"][0] == "|".join(BACKENDS)
-    assert rows["max_loss"][1].endswith("[onnxruntime, torch]")
+    assert rows["max_loss"][1].endswith("[onnxruntime, torch, neural-compressor]")
     assert rows["calibration"][1].endswith("[onnxruntime mode=static]")
     assert rows["optimum_preset"][1].endswith("[optimum]")
