@@ -305,19 +305,125 @@ def search(model: str, max_loss: float, metric: str, objective: str, trials: int
 
 
 @cli.command()
-@click.argument("results_path", metavar="RESULTS.json", type=click.Path(path_type=Path))
+@click.argument("results_path", metavar="RESULTS.json", type=click.Path(path_type=Path), required=False)
 @click.option("--against", type=click.Path(path_type=Path), metavar="OLD.json",
               help="An earlier results.json: show what got better or worse.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.html and summary.md (default beside RESULTS).")
+              help="Folder for report.html and summary.md (default beside RESULTS; with --live, reports/<run>/).")
 @click.option("--budget", type=click.FloatRange(min=0), help="Macro-F1 loss budget in points for the verdict.")
-def report(results_path: Path, against: Path | None, out: Path | None, budget: float | None) -> None:
-    """Re-render report.html and summary.md from a saved results.json (nothing is re-run)."""
+@click.option("--live", "live_log", metavar="LOG", help="Report an `optikit serve` request log (a path or a URL) "
+              "instead: the same comparison, on the traffic it served.")
+def report(results_path: Path | None, against: Path | None, out: Path | None, budget: float | None,
+           live_log: str | None) -> None:
+    """Re-render report.html and summary.md from a saved results.json (nothing is re-run), or write the report of
+    a live request log (--live LOG)."""
+    if live_log is not None:
+        if results_path is not None or against is not None or budget is not None:
+            raise ConfigError("--live takes the log alone: optikit report --live LOG [--out DIR]")
+        from optikit.serve.live import write_live_report
+
+        paths = write_live_report(live_log, require_output_dir(out if out is not None else api.default_report_dir()))
+        click.echo(paths["md"].read_text(encoding="utf-8"))
+        click.echo(str(paths["html"]))
+        return
+    if results_path is None:
+        raise ConfigError("report needs RESULTS.json (a bench run's results) or --live LOG (a serve request log)")
     if out is not None:
         require_output_dir(out)
     paths = api.render_report(results_path, against=against, out=out, budget_points=budget)
     click.echo(paths["md"].read_text(encoding="utf-8"))
     click.echo(str(paths["html"]))
+
+
+@cli.command()
+@click.argument("baseline")
+@click.option("--shadow", metavar="VARIANT",
+              help="Run VARIANT beside the baseline on every request; serve the baseline's answer.")
+@click.option("--canary", metavar="VARIANT", help="Serve VARIANT to a sticky share of users (--percent, --ramp).")
+@click.option("--ab", metavar="VARIANT", help="A/B test VARIANT against the baseline: a sticky 50/50 split.")
+@click.option("--percent", type=click.FloatRange(0, 100), help="Canary: share of users the candidate serves (e.g. 5).")
+@click.option("--ramp", metavar="P1,P2,…", help="Canary: percents to step through while guardrails hold (1,5,25,50,100).")
+@click.option("--step-requests", type=click.IntRange(min=1), help="Canary: candidate-served requests per ramp step (200).")
+@click.option("--mirror-percent", type=click.FloatRange(0, 100),
+              help="Canary: share of baseline-served requests also run on the candidate, for agreement (10).")
+@click.option("--bandit", type=click.Choice(["none", "thompson"]), help="A/B: Thompson sampling on feedback (none).")
+@click.option("--guardrail", "guardrail_items", multiple=True, metavar="NAME=VALUE",
+              help="Canary guardrail (repeatable): min_agreement, max_error_rate, max_p99_ratio, max_accuracy_drop, "
+                   "min_samples.")
+@click.option("--shadow-queue", type=click.IntRange(min=1),
+              help="Off-path calls waiting at most; when full, a mirrored call is dropped and counted (256).")
+@click.option("--log", "log_target", default="optikit-serve.db", show_default=True, metavar="PATH|URL",
+              help="The request log: a SQLite file, or a SQLAlchemy URL (postgresql://…).")
+@click.option("--log-inputs", is_flag=True, help="Log the texts (images) themselves, not only their hash.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (the API has no auth).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads per model.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Examples in one /predict call at most.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="--engine ray: app replicas.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", help="--engine ray: the Ray cluster (default: a local one).")
+@data_options()
+def serve(baseline: str, shadow: str | None, canary: str | None, ab: str | None, percent: float | None,
+          ramp: str | None, step_requests: int | None, mirror_percent: float | None, bandit: str | None,
+          guardrail_items: tuple[str, ...], shadow_queue: int | None, log_target: str, log_inputs: bool, host: str,
+          port: int, threads: int | None, max_batch: int, replicas: int, engine: str, address: str | None,
+          data: Path | None, test_data: Path | None, split_col: str | None, text_cols: str | None,
+          label_col: str | None, image_col: str | None, labels: str | None) -> None:
+    """Serve BASELINE over HTTP (/predict, /feedback, /health, /metrics, /report), alone or with a candidate in
+    shadow, canary or A/B mode; every answer is logged (--log) before it is sent."""
+    from optikit.serve.app import ServeConfig
+    from optikit.serve.run import parse_guardrails, serve_local, serve_plan
+
+    if engine != "ray" and (replicas > 1 or address):
+        raise ConfigError("--replicas and --address need --engine ray")
+    plan, candidate_spec = serve_plan({"shadow": shadow, "canary": canary, "ab": ab},
+                                      {"percent": percent, "ramp": ramp, "step_requests": step_requests,
+                                       "mirror_percent": mirror_percent, "bandit": bandit, "shadow_queue": shadow_queue})
+    guardrails = parse_guardrails(guardrail_items)
+    config = ServeConfig(host=host, port=port, log=log_target, log_inputs=log_inputs, max_batch=max_batch,
+                         threads=threads)
+    keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
+    specs = [baseline] + ([candidate_spec] if candidate_spec else [])
+    resolved = api.resolve_bench_models(specs, data, test_data, keys)
+    candidate = resolved[1] if len(resolved) > 1 else None
+    if engine == "ray":
+        from optikit.serve.ray_engine import serve_on_ray
+
+        serve_on_ray(resolved[0], candidate, plan, guardrails, config, replicas=replicas, address=address)
+        return
+    serve_local(resolved[0], candidate, plan, guardrails, config, echo=click.echo,
+                warn=lambda line: click.echo(line, err=True))
+
+
+@cli.command()
+@click.argument("source", metavar="LOG|CSV")
+@click.option("--to", "url", required=True, metavar="URL", help="The `optikit serve` to send to, e.g. http://127.0.0.1:8000.")
+@click.option("--rps", type=click.FloatRange(min=0, min_open=True), required=True, help="Requests per second.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Seconds at most; the replay also stops when the rows run out (unless --loop).")
+@click.option("--text-cols", help="A table's comma-separated text columns, joined by a space (e.g. title,description).")
+@click.option("--label-col", help="A table's label column (for --feedback).")
+@click.option("--feedback", is_flag=True, help="Send each answered id's true label to /feedback.")
+@click.option("--user-col", help="A column whose value is each row's user key (X-User-Key); default: 100 users.")
+@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Without --user-col: rows are spread over this many sticky users.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--loop", is_flag=True, help="Cycle the rows until --duration.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle the rows (0 keeps the file's order).")
+def replay(source: str, url: str, rps: float, duration: float, text_cols: str | None, label_col: str | None,
+           feedback: bool, user_col: str | None, users: int, concurrency: int, loop: bool, seed: int) -> None:
+    """Send a table's rows (or a request log's logged inputs) to `optikit serve` at a fixed rate, and stop by
+    itself; only the --to URL is ever contacted."""
+    from optikit.serve.replay import replay as run_replay
+
+    stats = run_replay(source, url, rps=rps, duration=duration, text_cols=_split_cols(text_cols) or (),
+                       label_col=label_col, feedback=feedback, user_col=user_col, users=users,
+                       concurrency=concurrency, seed=seed, loop=loop)
+    click.echo(stats.summary())
+    if stats.sent and not stats.answered:
+        raise OptikitError(f"none of the {stats.sent} requests to {url} was answered: start `optikit serve` there "
+                           "first, or check --to")
 
 
 @cli.command(name="passes")
