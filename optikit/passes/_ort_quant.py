@@ -21,6 +21,10 @@ from optikit.variant import Variant
 # Ops whose int8 kernels pay off on CPU. Static int8 of every op type destroys a BERT classifier (0.97 → 0.58
 # accuracy, STACK.md); MatMul (+ Gather) with uint8 activations keeps 0.963, so static stays on the weighted ops.
 DEFAULT_OPS = ("MatMul", "Gemm", "Conv", "Gather")
+# ONNX Runtime's fused transformer ops (export-onnx:exporter=torchscript,optimize=O2): dynamic int8 has kernels for
+# both (QAttention, QEmbedLayerNormalization), so the attention projections and the embedding table go int8 too.
+FUSED_DYNAMIC_OPS = ("Attention", "EmbedLayerNormalization")
+EMBEDDING_OPS = ("Gather", "EmbedLayerNormalization")
 EVAL_BATCH = 32
 DEFAULT_PERCENTILE = 99.999
 DEFAULT_TRIAL_LOSS = 0.01  # accuracy a mode=auto trial candidate may lose on the validation split (max_loss unset)
@@ -51,8 +55,11 @@ class OnnxRuntimeOptions(AccuracyBudget):
     reduce_range: Literal["auto", "true", "false"] = "auto"
 
     def op_types_to_quantize(self) -> list[str]:
-        ops = [o for o in (self.op_types or DEFAULT_OPS) if self.embeddings or o != "Gather"]
+        ops = [o for o in (self.op_types or self.default_ops()) if self.embeddings or o not in EMBEDDING_OPS]
         return [o for o in ops if o not in self.exclude_op_types]
+
+    def default_ops(self) -> tuple[str, ...]:
+        return DEFAULT_OPS
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,9 @@ class OnnxRuntimeDynamicConfig(OnnxRuntimeOptions):
     """backend=onnxruntime, mode=dynamic: int8 weights, activations quantized on the fly (nothing to calibrate)."""
 
     mode: Literal["dynamic"] = "dynamic"
+
+    def default_ops(self) -> tuple[str, ...]:
+        return DEFAULT_OPS + FUSED_DYNAMIC_OPS
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,7 @@ def quantizable_nodes(path: Path, op_types: Sequence[str]) -> list[str]:
     model = onnx.load(str(path), load_external_data=False)
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    weight_input = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0, "Attention": 1}
+    weight_input = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0, "Attention": 1, "EmbedLayerNormalization": 2}
     names = []
     for node in model.graph.node:
         if node.op_type in op_types:
@@ -388,7 +398,9 @@ def _quantize_file(c: OnnxRuntimeOptions, prepared: Path, target: Path, ops: lis
     if not isinstance(c, OnnxRuntimeStaticConfig):
         quantize_dynamic(str(prepared), str(target), op_types_to_quantize=ops, per_channel=c.per_channel,
                          reduce_range=reduce_range, weight_type=types[c.weight_type], nodes_to_exclude=exclude,
-                         nodes_to_quantize=only, extra_options={"MatMulConstBOnly": True})
+                         nodes_to_quantize=only,
+                         # DefaultTensorType: shape inference leaves com.microsoft ops' outputs untyped (fp32 here).
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1})
         return
     import onnx
     from onnxruntime.quantization import CalibrationMethod

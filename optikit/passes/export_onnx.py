@@ -28,6 +28,10 @@ class ExportOnnxConfig:
     # "O1".."O4": optimum's transformer levels (hf only): O1 general, O2 + attention/LayerNorm/GELU fusions,
     # O3 + fast GELU approximation, O4 + fp16 (GPU only). See the class docstring for which ones quantize takes.
     optimize: Literal["none", "basic", "extended", "all", "O1", "O2", "O3", "O4"] = "none"
+    # "dynamo" (torch.export, the default) or "torchscript" (the tracing exporter): ONNX Runtime's transformer
+    # fusions recognise attention in a TorchScript export only, so `exporter=torchscript,optimize=O2` gives fused
+    # Attention / EmbedLayerNormalization nodes that dynamic int8 turns into QAttention / QEmbedLayerNormalization.
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
 
     def __post_init__(self) -> None:
         require(13 <= self.opset <= 23, f"opset must be in 13..23, got {self.opset}")
@@ -95,6 +99,9 @@ def export_module(module: Any, feeds: dict[str, np.ndarray], path: Path, config:
         if n != PIXEL_INPUT and sequence is not None:
             axes[1] = sequence
         shapes.append(axes or None)
+    if config.exporter == "torchscript":
+        _export_torchscript(module, args, names, path, config)
+        return
     try:
         program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["logits"],
                                     dynamic_shapes=tuple(shapes), opset_version=config.opset, verbose=False,
@@ -105,6 +112,25 @@ def export_module(module: Any, feeds: dict[str, np.ndarray], path: Path, config:
     if program is None:
         raise PassError("the ONNX exporter returned no program: update torch / onnxscript")
     program.save(str(path), external_data=False)
+
+
+def _export_torchscript(module: Any, args: tuple[Any, ...], names: list[str], path: Path,
+                        config: ExportOnnxConfig) -> None:
+    """The tracing exporter, with the same input names and dynamic axes as the dynamo path."""
+    import torch
+
+    axes: dict[str, dict[int, str]] = {}
+    for n in names:
+        axes[n] = {**({0: "batch"} if config.dynamic_batch else {}),
+                   **({1: "sequence"} if n != PIXEL_INPUT and config.dynamic_sequence else {})}
+    axes["logits"] = {0: "batch"} if config.dynamic_batch else {}
+    try:
+        torch.onnx.export(module, args, str(path), dynamo=False, input_names=names, output_names=["logits"],
+                          dynamic_axes={k: v for k, v in axes.items() if v}, opset_version=min(config.opset, 17),
+                          do_constant_folding=True)
+    except Exception as exc:
+        raise PassError(f"ONNX export (torchscript) failed at {_failing_site(exc)}: {_first_line(exc)}; try "
+                        "export-onnx:exporter=dynamo") from exc
 
 
 def _forward_order(module: Any, feeds: dict[str, np.ndarray]) -> list[str]:
@@ -269,6 +295,6 @@ class ExportOnnx(Pass):
             optimize_graph(out / "model.onnx", self.config.optimize, ctx.threads)
         exported = dataclasses.replace(variant, format="onnx", path=out)
         check = validate_against(variant, exported, ctx, self.config)
-        return PassOutput("onnx", {"validation": check, "opset": self.config.opset,
+        return PassOutput("onnx", {"validation": check, "opset": self.config.opset, "exporter": self.config.exporter,
                                    "optimize": self.config.optimize, "fused_ops": fused,
                                    "ops": op_counts(out / "model.onnx")})

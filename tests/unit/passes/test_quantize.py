@@ -207,3 +207,16 @@ def test_an_explicit_mode_always_wins_over_auto(digits_onnx, mctx):
     dynamic = make_pass("quantize:mode=dynamic").run(digits_onnx, mctx)
     assert dynamic.report["mode"] == "dynamic" and "mode_requested" not in dynamic.report
     assert dynamic.report["ops_after"].get("ConvInteger", 0) > 0  # what auto avoids
+
+
+def test_a_torchscript_export_fuses_attention_and_dynamic_int8_quantizes_it(text_teacher, mctx):
+    # optikit issue 14: fused Attention used to stay fp32 (dynamo exports do not fuse it; nothing quantized it).
+    fused = make_pass("export-onnx:exporter=torchscript,optimize=O2").run(text_teacher, mctx)
+    attention = fused.report["ops"].get("Attention", 0)
+    assert fused.report["exporter"] == "torchscript" and attention >= 1
+    q = make_pass("quantize").run(fused, mctx)
+    ops = q.report["ops_after"]
+    assert q.report["mode"] == "dynamic" and ops.get("QAttention", 0) == attention and "Attention" not in ops
+    if fused.report["ops"].get("EmbedLayerNormalization"):  # the embedding table goes int8 with it
+        assert ops.get("QEmbedLayerNormalization", 0) >= 1 and "EmbedLayerNormalization" not in ops
+    assert np.mean(predictions(q, mctx) == predictions(fused, mctx)) >= 0.9
