@@ -114,19 +114,6 @@ class ActorRouter:
         return self._call("state")  # type: ignore[no-any-return]
 
 
-def log_meta(baseline: Variant, candidate: Variant | None, plan: ServePlan) -> LogMeta:
-    """What a log records about the models it holds; every replica reopens the log with the same, so the check on
-    reopen passes for them and fails for a log of other models."""
-    import dataclasses
-
-    from optikit.serve.log import LogMeta
-
-    return LogMeta(baseline=baseline.name, candidate=candidate.name if candidate else None,
-                   baseline_path=str(baseline.path), candidate_path=str(candidate.path) if candidate else None,
-                   label_names=tuple(baseline.task.label_names), mode=plan.mode, plan=dataclasses.asdict(plan),
-                   kind=baseline.task.kind)
-
-
 def _keep_replica_grpc_on_loopback() -> None:
     """Ray Serve 2.60 replicas open their inter-deployment gRPC server on [::]:0 (every interface; token-checked)
     whatever their node's address. On a node that lives on 127.0.0.1, as a local instance does, nothing off the
@@ -249,7 +236,7 @@ def serve_on_ray(baseline: Variant, candidate: Variant | None, plan: ServePlan, 
 
     from optikit.serve.log import RequestLog
     from optikit.serve.run import LOOPBACK as LOOPBACK_HOSTS
-    from optikit.serve.run import require_free_port
+    from optikit.serve.run import log_meta, require_free_port
 
     if replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, got {replicas}: pass --replicas 2")

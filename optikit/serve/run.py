@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optikit.config import build_config
 from optikit.errors import ConfigError, MissingDependencyError
 from optikit.serve.policy import Guardrails, ServePlan
 from optikit.variant import Variant
+
+if TYPE_CHECKING:
+    from optikit.serve.log import LogMeta
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Options that belong to one mode: given with another, they are refused, never silently dropped.
@@ -97,14 +100,10 @@ def serve_local(baseline: Variant, candidate: Variant | None, plan: ServePlan, g
         from optikit.serve.app import build_app
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "fastapi", "serve") from None
-    from optikit.serve.log import LogMeta, RequestLog
+    from optikit.serve.log import RequestLog
 
     require_free_port(config.host, config.port)
-    meta = LogMeta(baseline=baseline.name, candidate=candidate.name if candidate else None,
-                   baseline_path=str(baseline.path), candidate_path=str(candidate.path) if candidate else None,
-                   label_names=tuple(baseline.task.label_names), mode=plan.mode, plan=dataclasses.asdict(plan),
-                   kind=baseline.task.kind)
-    log = RequestLog.open(config.log, meta)
+    log = RequestLog.open(config.log, log_meta(baseline, candidate, plan))
     try:
         app = build_app(baseline, candidate, plan, guardrails, config, log)
     except BaseException:
@@ -115,3 +114,14 @@ def serve_local(baseline: Variant, candidate: Variant | None, plan: ServePlan, g
              "reach this port can send requests and feedback")
     echo(f"optikit serve: {url(config.host, config.port)} ({describe(plan, baseline, candidate)}), log {config.log}")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+
+
+def log_meta(baseline: Variant, candidate: Variant | None, plan: ServePlan) -> LogMeta:
+    """What a log records about the models it holds; every replica reopens the log with the same, so the check on
+    reopen passes for them and fails for a log of other models."""
+    from optikit.serve.log import LogMeta
+
+    return LogMeta(baseline=baseline.name, candidate=candidate.name if candidate else None,
+                   baseline_path=str(baseline.path), candidate_path=str(candidate.path) if candidate else None,
+                   label_names=tuple(baseline.task.label_names), mode=plan.mode, plan=dataclasses.asdict(plan),
+                   kind=baseline.task.kind)
