@@ -68,6 +68,7 @@ class SearchOutcome:
     best: TrialOutcome | None  # lowest cost within the loss budget (the teacher itself when nothing beats it)
     results: Results
     paths: dict[str, Path]
+    searched_on: str = ""  # the machine whose choices were searched (SearchSpace.searched_on)
 
     def best_result(self) -> VariantResult | None:
         return next((v for v in self.results.variants if self.best and v.name == self.best.variant), None)
@@ -140,7 +141,9 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
     teacher_variant = resolve_model(config.model, options=data_options(config.data, **dict(config.data_keys)))
     teacher = TeacherSpec(recipe=str(teacher_variant.path), label=teacher_variant.name)
     space = SearchSpace(students=students_for(teacher_variant), max_loss=config.max_loss,
-                        teacher_format=teacher_variant.format)
+                        teacher_format=teacher_variant.format,
+                        teacher_has_hf_config=(teacher_variant.path / "config.json").is_file())
+    echo(space.searched_on())
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(4, config.trials // 3),
                                          multivariate=True)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler, study_name="optikit-search")
@@ -182,20 +185,22 @@ def search(config: SearchConfig, out: Path, *, executor: ExecutorConfig | None =
     results = group_results(matrix, f"{teacher.label}@cpu", ordered)
     best = _best(candidates, results, config)
     results.settings["search"] = {"config": asdict(config), "trials": [asdict(t) for t in done],
-                                  "pareto": [t.variant for t in pareto], "best": best.variant if best else None}
+                                  "pareto": [t.variant for t in pareto], "best": best.variant if best else None,
+                                  "machine": space.machine()}
     paths = write_outputs(results, out, title=f"optikit search {config.model}", budget_points=config.max_loss * 100)
     paths["search"] = out / "search.json"
     from optikit._io import write_json_atomic
 
-    write_json_atomic(paths["search"], {"best": asdict(best) if best else None,
+    write_json_atomic(paths["search"], {"best": asdict(best) if best else None, "machine": space.machine(),
                                         "pareto": [asdict(t) for t in pareto], "trials": [asdict(t) for t in done]})
-    return SearchOutcome(tuple(done), tuple(pareto), best, results, paths)
+    return SearchOutcome(tuple(done), tuple(pareto), best, results, paths, space.searched_on())
 
 
 def summary(outcome: SearchOutcome, config: SearchConfig) -> str:
     """A few lines for the terminal: the Pareto set and the pick."""
-    lines = [f"{len(outcome.trials)} trials, {sum(t.status != 'ok' for t in outcome.trials)} failed; "
-             f"Pareto set ({config.objective} ×baseline vs loss):"]
+    lines = [outcome.searched_on] if outcome.searched_on else []
+    lines.append(f"{len(outcome.trials)} trials, {sum(t.status != 'ok' for t in outcome.trials)} failed; "
+                 f"Pareto set ({config.objective} ×baseline vs loss):")
     for t in outcome.pareto:
         lines.append(f"  {t.variant}: ×{t.cost or 0.0:.3f}, loss {(t.loss or 0.0) * 100:+.2f} pts  "
                      f"{' → '.join(t.chain) or 'teacher'}")

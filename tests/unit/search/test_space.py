@@ -14,14 +14,21 @@ optuna = pytest.importorskip("optuna")
 
 
 def test_space_builds_a_chain_from_each_choice() -> None:
-    space = SearchSpace(students=("cnn-small",), max_loss=0.01)
+    from optikit.cpu import CpuFeatures
+
+    avx2 = CpuFeatures("an AVX2 CPU", "x86_64", frozenset({"avx2"}))
+    space = SearchSpace(students=("cnn-small",), max_loss=0.01, cpu=avx2)
     trial = optuna.trial.FixedTrial({"shrink": "prune", "prune_amount": 0.3, "recover_epochs": 2, "runtime": "onnx",
-                                     "quantize": "static", "per_channel": False, "calibration": "entropy"})
+                                     "quantize": "static", "per_channel": False, "calibration": "entropy",
+                                     "static_format": "qdq", "activation_type_qdq": "uint8"})
     assert space.suggest(trial) == ["prune-structured:amount=0.30,recover=finetune,recover_epochs=2", "export-onnx",
-                                    "quantize:mode=static,calibration=entropy,per_channel=false,max_loss=0.01"]
-    student = optuna.trial.FixedTrial({"shrink": "distill", "student": "cnn-small", "runtime": "torch"})
+                                    "quantize:mode=static,calibration=entropy,format=qdq,activation_type=uint8,"
+                                    "per_channel=false,max_loss=0.01"]
+    student = optuna.trial.FixedTrial({"shrink": "distill", "student": "cnn-small", "runtime": "torch",
+                                       "torch_quantize": "none"})
     assert space.suggest(student) == ["distill:student=cnn-small"]
-    assert space.suggest(optuna.trial.FixedTrial({"shrink": "none", "runtime": "torch"})) == []
+    plain = optuna.trial.FixedTrial({"shrink": "none", "runtime": "torch", "torch_quantize": "none"})
+    assert space.suggest(plain) == []
 
 
 def test_every_chain_the_space_builds_is_a_valid_plan() -> None:
@@ -48,7 +55,7 @@ def test_an_onnx_only_baseline_is_offered_quantization_alone() -> None:
         plan_chain("onnx", [make_pass(s) for s in chain])  # every chain is one an ONNX model can take
         chains.append(chain)
         study.tell(trial, [1.0, 0.0])
-    assert all(step.startswith("quantize:") for chain in chains for step in chain)
+    assert all(step.startswith(("quantize:", "export-openvino:")) for chain in chains for step in chain)
     assert any(chains) and any(not c for c in chains)
 
 
@@ -81,6 +88,14 @@ def test_search_runs_trials_as_cached_cells_and_reports(digits_teacher, tmp_path
     outcome = search(config, tmp_path / "s")
     assert len(outcome.trials) == 2 and outcome.best is not None and outcome.pareto
     assert (tmp_path / "s" / "report.html").is_file() and (tmp_path / "s" / "search.json").is_file()
+    import json
+
+    from optikit.cpu import cpu_features
+
+    # Where it searched: the machine whose choices the space offered, in the summary and both JSON files.
+    assert outcome.searched_on.startswith(f"searched on {cpu_features().model} (")
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())["machine"]
+    assert saved == outcome.results.settings["search"]["machine"] and saved["cpu"] == cpu_features().model
     again = search(config, tmp_path / "s")  # same seed, same out: every cell is reused
     assert [t.variant for t in again.trials] == [t.variant for t in outcome.trials]
     assert [t.loss for t in again.trials] == [t.loss for t in outcome.trials]
