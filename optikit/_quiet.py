@@ -12,6 +12,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxruntime|transformers)\..*")
+    # The TorchScript exporter's tracer (export-onnx:exporter=torchscript) warns about every constant it records.
+    warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants")
+    warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python")
     # torchao (which transformers imports when neural-compressor brought it) warns about its CUDA-only kernels
     # and pytree registrations on every CPU run; neural-compressor announces the accelerator it detected.
     for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "transformers", "root", "torchao",

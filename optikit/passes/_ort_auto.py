@@ -28,6 +28,7 @@ from optikit.cpu import CpuFeatures
 
 TRIAL_BATCH_SIZES = (1, 32)
 TRIAL_ROUNDS = 7
+TIE = 1.05  # candidates within 5% of the fastest count as equally fast (the more quantized one is kept)
 STEM_CHANNELS = 4  # a first convolution reading at most this many channels is an image stem (RGB, grey)
 
 
@@ -130,15 +131,20 @@ class TrialRow:
 
 def choose(rows: Sequence[TrialRow], max_loss: float) -> tuple[TrialRow, str]:
     """The fastest candidate within `max_loss` that is slower than the parent at no batch size; failing that the
-    fastest within budget, failing that the most accurate. The reason says which rule decided."""
+    fastest within budget, failing that the most accurate. The reason says which rule decided.
+
+    `rows` come most-quantized first (smallest file): a later one is kept only when it is more than TIE faster, so
+    timing noise between near-equal candidates does not trade size away."""
     within = [r for r in rows if r.loss <= max_loss + 1e-12]
     never_slower = [r for r in within if not r.slower_somewhere()]
     if never_slower:
-        best = max(never_slower, key=TrialRow.score)
+        fastest = max(r.score() for r in never_slower)
+        best = next(r for r in never_slower if r.score() >= fastest / TIE)
         return best, f"the fastest of {len(rows)} timed candidates within {max_loss:g} accuracy, faster than fp32 at " \
                      f"every batch size ({_speedups(best)})"
     if within:
-        best = max(within, key=TrialRow.score)
+        fastest = max(r.score() for r in within)
+        best = next(r for r in within if r.score() >= fastest / TIE)
         return best, (f"every candidate within {max_loss:g} accuracy is slower than fp32 at some batch size on this "
                       f"machine; kept the fastest ({_speedups(best)})")
     best = min(rows, key=lambda r: (r.loss, -r.score()))

@@ -21,7 +21,9 @@ def test_demo_measures_three_variants_of_the_default_teacher(tmp_path, capsys):
     assert torch_fp32["alignment"]["accuracy"] >= 0.98  # the embedded default teacher's promise
     assert onnx_fp32["fidelity"]["agreement"] == 1.0
     assert abs(int8["alignment"]["accuracy"] - torch_fp32["alignment"]["accuracy"]) <= 0.02
-    assert onnx_fp32["size"]["weight_bytes"] / int8["size"]["weight_bytes"] >= 3.5
+    # quantize's timed trial may keep the dense layers (most of this CNN's weights) in fp32 where that is faster.
+    smaller = onnx_fp32["size"]["weight_bytes"] / int8["size"]["weight_bytes"]
+    assert smaller >= {"all": 3.5, "all-but-stem": 3.3}.get(int8["pass_report"]["trial"]["chosen"], 1.5)
     for name in ("results.json", "results.csv", "report.html"):
         assert (out / name).is_file()
     assert "digits-cnn" in printed and "wrote" in printed

@@ -62,6 +62,13 @@ def test_choose_prefers_a_candidate_that_is_slower_nowhere_over_a_faster_one_tha
     assert best.name == "convs" and "faster than fp32 at every batch size" in reason
 
 
+def test_choose_keeps_the_more_quantized_candidate_when_another_is_faster_only_within_noise():
+    rows = [_row("all", 0.0, b1=1.10, b32=1.50), _row("convs", 0.0, b1=1.12, b32=1.55)]  # 3% apart: a tie
+    assert choose(rows, 0.01)[0].name == "all"
+    rows = [_row("all", 0.0, b1=1.01, b32=1.20), _row("convs", 0.0, b1=1.20, b32=1.45)]  # 19% apart
+    assert choose(rows, 0.01)[0].name == "convs"
+
+
 def test_choose_never_takes_a_candidate_over_the_accuracy_budget():
     rows = [_row("fast-but-wrong", 0.05, b1=3.0, b32=3.0), _row("ok", 0.0, b1=1.1, b32=1.1)]
     assert choose(rows, 0.01)[0].name == "ok"
