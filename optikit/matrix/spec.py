@@ -131,6 +131,11 @@ class MinSpeedup:
     # The CPUs the target is for: "vnni" (a u8×s8 dot-product instruction: AVX-512 VNNI, AVX-VNNI or AMX),
     # "no-vnni" (AVX2-only x86, ARM without it); empty: every CPU. On another CPU the rule is skipped, saying so.
     cpu: Literal["", "vnni", "no-vnni"] = ""
+    # true: fail only when the shortfall is beyond measurement noise (the interval's most favourable end is below
+    # `ratio`), for rules like "never slower than its parent" on calls of a few microseconds.
+    significant: bool = False
+    # true: a target, not a floor: shown (met or missed) in the report and summary, never failing `--gate`.
+    advisory: bool = False
     name: str = ""
 
     def __post_init__(self) -> None:

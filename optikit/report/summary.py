@@ -53,6 +53,8 @@ def summary_markdown(groups: Mapping[str, Results], *, title: str = "optikit ben
         failed = [g for g in gate if not g["passed"]]
         lines.append(f"**Gate: {'FAILED' if failed else 'passed'}** ({len(gate) - len(failed)}/{len(gate)} rules hold)")
         lines += [f"- ❌ `{_md(g['rule'])}`: {_md(g['detail'])}" for g in failed]
+        lines += [f"- ⚠️ `{_md(g['rule'])}` (a target, not gating): {_md(g['detail'])}" for g in gate
+                  if g.get("advisory") and str(g.get("detail", "")).startswith("target missed")]
         lines.append("")
     if changes is not None:
         moved = [c for c in changes if c.verdict != "same"]

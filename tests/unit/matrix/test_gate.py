@@ -79,3 +79,37 @@ def test_a_cpu_specific_target_applies_only_to_that_kind_of_cpu() -> None:
     assert modest_avx2.passed and modest_avx2.detail.startswith("skipped: a target for no-vnni CPUs")
     [skipped, held] = evaluate(rules, {"": avx2})
     assert skipped.passed and "lacks VNNI/AMX" in skipped.detail and held.detail == "holds"
+
+
+def _parent_and_child(child_speedup: tuple[float, float, float]):
+    from tests.unit.report.fake import baseline_row, fake_row, results_of
+
+    parent = fake_row("onnx", f1=0.9, acc=0.9, p50=0.5, size=4_000_000, lineage=["export-onnx"], speedup=(2.0, 1.9, 2.1))
+    child = fake_row("int8", f1=0.9, acc=0.9, p50=0.55, size=1_000_000, lineage=["export-onnx", "quantize"],
+                     speedup=child_speedup)
+    return results_of([baseline_row(), parent, child])
+
+
+def test_a_significant_rule_fails_only_beyond_the_noise_of_both_intervals() -> None:
+    rule = MinSpeedup("int8", 1.0, 1, against="onnx", significant=True)
+    [within_noise] = evaluate((rule,), {"": _parent_and_child((1.95, 1.85, 2.05))})  # 0.98× but 2.05/1.9 = 1.08
+    assert within_noise.passed
+    [slower] = evaluate((rule,), {"": _parent_and_child((1.6, 1.55, 1.65))})  # 1.65/1.9 = 0.87 at best
+    assert not slower.passed and "0.80× against onnx at batch 1, 0.87× at best within the intervals" in slower.detail
+
+
+def test_an_advisory_target_is_reported_but_never_fails_the_gate() -> None:
+    [missed, met] = evaluate((MinSpeedup("int8", 3.0, 1, advisory=True, name="int8-3x"),
+                              MinSpeedup("int8", 1.5, 1, advisory=True, name="int8-1.5x")),
+                             {"": _parent_and_child((1.8, 1.7, 1.9))})
+    assert missed.passed and missed.advisory and missed.detail.startswith("target missed: int8 is 1.80×")
+    assert met.passed and met.detail == "target met"
+
+
+def test_the_summary_shows_a_missed_target_apart_from_failures() -> None:
+    from optikit.report.summary import summary_markdown
+
+    res = _parent_and_child((1.8, 1.7, 1.9))
+    gate = [o.to_dict() for o in evaluate((MinSpeedup("int8", 3.0, 1, advisory=True, name="int8-3x"),), {"": res})]
+    text = summary_markdown({"": res}, gate=gate)
+    assert "**Gate: passed**" in text and "⚠️ `int8-3x` (a target, not gating): target missed" in text
