@@ -113,3 +113,19 @@ def test_the_summary_shows_a_missed_target_apart_from_failures() -> None:
     gate = [o.to_dict() for o in evaluate((MinSpeedup("int8", 3.0, 1, advisory=True, name="int8-3x"),), {"": res})]
     text = summary_markdown({"": res}, gate=gate)
     assert "**Gate: passed**" in text and "⚠️ `int8-3x` (a target, not gating): target missed" in text
+
+
+def test_the_report_renders_gating_rules_and_targets() -> None:
+    from optikit.report.html import render_html
+
+    res = _parent_and_child((1.8, 1.7, 1.9))
+    gate = [o.to_dict() for o in evaluate((MinSpeedup("int8", 3.0, 1, advisory=True, name="int8-3x"),
+                                           MinSpeedup("int8", 1.0, 1, name="int8-1x")), {"": res})]
+    html = render_html(dataclasses_replace_settings(res, gate))
+    assert "target missed" in html and ">pass<" in html
+
+
+def dataclasses_replace_settings(res, gate):
+    import dataclasses
+
+    return dataclasses.replace(res, settings={**res.settings, "gate": gate})
