@@ -238,14 +238,14 @@ class CalibrationReader:
 
 
 def open_session(path: Path, threads: int) -> Any:
-    """A CPU session set up as the harness's runner sets one up (explicit threads, no spinning between calls)."""
+    """A CPU session set up as the harness's runner sets one up (explicit threads, no spinning after a call)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
