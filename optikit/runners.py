@@ -82,6 +82,10 @@ class OrtRunner(Runner):
     def __init__(self, variant: Variant, threads: int, device: str = "cpu") -> None:
         import onnxruntime as ort
 
+        # A variant may run fastest on fewer threads than offered (quantize's trial measured it): use no more.
+        cap = int((variant.report.get("runtime") or {}).get("intra_op_threads") or threads)
+        self.threads_offered = threads
+        threads = max(1, min(threads, cap))
         super().__init__(variant, threads, device)
         options = ort.SessionOptions()
         # Explicit thread counts: ORT's default takes every core, which makes runs incomparable across machines.

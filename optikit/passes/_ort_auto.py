@@ -28,6 +28,7 @@ from optikit.cpu import CpuFeatures
 
 TRIAL_BATCH_SIZES = (1, 32)
 TRIAL_ROUNDS = 7
+ONE_THREAD = "@1-thread"  # a trial row's suffix: the candidate timed on one intra-op thread
 TIE = 1.05  # candidates within 5% of the fastest count as equally fast (the more quantized one is kept)
 STEM_CHANNELS = 4  # a first convolution reading at most this many channels is an image stem (RGB, grey)
 
@@ -115,6 +116,7 @@ class TrialRow:
     accuracy: float
     loss: float
     speedups: Mapping[int, float]
+    threads: int = 0  # intra-op threads it was timed with (0: as many as the parent)
 
     def slower_somewhere(self) -> bool:
         return any(s < 1.0 for s in self.speedups.values())
@@ -126,7 +128,8 @@ class TrialRow:
 
     def to_report(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "accuracy": round(self.accuracy, 6),
-                "loss": round(self.loss, 6), "speedup": {str(b): round(s, 3) for b, s in self.speedups.items()}}
+                "loss": round(self.loss, 6), "speedup": {str(b): round(s, 3) for b, s in self.speedups.items()},
+                **({"threads": self.threads} if self.threads else {})}
 
 
 def choose(rows: Sequence[TrialRow], max_loss: float) -> tuple[TrialRow, str]:
@@ -176,12 +179,16 @@ def _pad_join(parts: list[np.ndarray]) -> np.ndarray:
 
 def time_against_parent(parent: Path, candidates: Mapping[str, Path], feeds: Mapping[int, dict[str, np.ndarray]],
                         threads: int, seconds: float, rounds: int = TRIAL_ROUNDS,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[int, float]]:
+                        clock: Callable[[], float] = time.perf_counter,
+                        candidate_threads: Mapping[str, int] | None = None) -> dict[str, dict[int, float]]:
     """Speedup of each candidate over the parent at each batch size: median per-call time over interleaved
-    rounds (each round runs every model in turn, so a moment of load falls on all of them alike)."""
+    rounds (each round runs every model in turn, so a moment of load falls on all of them alike). The parent
+    runs on `threads`; a candidate on its `candidate_threads` entry where it has one."""
     from optikit.passes._ort_quant import open_session
 
-    sessions = {"": open_session(parent, threads), **{n: open_session(p, threads) for n, p in candidates.items()}}
+    own = candidate_threads or {}
+    sessions = {"": open_session(parent, threads),
+                **{n: open_session(p, own.get(n, threads)) for n, p in candidates.items()}}
     out: dict[str, dict[int, float]] = {n: {} for n in candidates}
     for size, feed in feeds.items():
         calls = {name: _bind(session, feed) for name, session in sessions.items()}
@@ -215,11 +222,13 @@ class TrialOutcome:
     chosen: Candidate
     rows: tuple[TrialRow, ...]
     reason: str
+    threads: int = 0  # intra-op threads the chosen candidate runs fastest with, where fewer than asked; 0: as asked
 
     def to_report(self, max_loss: float, threads: int) -> dict[str, Any]:
         from optikit.cpu import cpu_features
 
         return {"chosen": self.chosen.name, "reason": self.reason, "max_loss": max_loss, "threads": threads,
+                **({"intra_op_threads": self.threads} if self.threads else {}),
                 "cpu": cpu_features().model, "candidates": [r.to_report() for r in self.rows]}
 
 
@@ -228,18 +237,24 @@ def run_trial(candidates: Sequence[Candidate], build: Callable[[Path, Candidate]
               feeds: Mapping[int, dict[str, np.ndarray]], threads: int, seconds: float, max_loss: float) -> TrialOutcome:
     """Builds every candidate in `workdir`, scores it on the validation split and times it against `parent`."""
     paths = {c.name: workdir / f"model.trial-{c.name}.onnx" for c in candidates}
+    # Each candidate also on one thread: ONNX Runtime's int8 kernels split small layers badly (measured on the
+    # digits CNN at batch 32: int8 303 µs/call on 1 thread, 344 µs on 2, while fp32 went 552 → 385 µs).
+    timed = {f"{c.name}{ONE_THREAD if t < threads else ''}": (c, t) for c in candidates
+             for t in ((threads, 1) if threads > 1 else (threads,))}
     try:
         for c in candidates:
             build(paths[c.name], c)
         accuracy = {c.name: accuracy_of(paths[c.name]) for c in candidates}
-        speedups = time_against_parent(parent, paths, feeds, threads, seconds)
+        speedups = time_against_parent(parent, {k: paths[c.name] for k, (c, _) in timed.items()}, feeds, threads,
+                                       seconds, candidate_threads={k: t for k, (_, t) in timed.items()})
     finally:
         for path in paths.values():
             path.unlink(missing_ok=True)
-    rows = tuple(TrialRow(c.name, c.description, accuracy[c.name], baseline_accuracy - accuracy[c.name],
-                          speedups[c.name]) for c in candidates)
+    rows = tuple(TrialRow(k, c.description + (" on 1 thread" if t < threads else ""), accuracy[c.name],
+                          baseline_accuracy - accuracy[c.name], speedups[k], t if t < threads else 0)
+                 for k, (c, t) in timed.items())
     best, reason = choose(rows, max_loss)
-    return TrialOutcome(next(c for c in candidates if c.name == best.name), rows, reason)
+    return TrialOutcome(timed[best.name][0], rows, reason, best.threads)
 
 
 def layer_trial(seconds: float, c: Any, variant: Any, ctx: Any, source: Path, prepared: Path, ops: list[str],
@@ -268,7 +283,8 @@ def layer_trial(seconds: float, c: Any, variant: Any, ctx: Any, source: Path, pr
     outcome = run_trial(candidates, lambda path, cand: build(path, list(cand.op_types), [*c.exclude_nodes,
                                                                                         *cand.exclude_nodes]),
                         source, prepared.parent, accuracy_of, baseline, feeds, ctx.threads, seconds, budget)
-    say(f"quantize: kept {outcome.chosen.description}: {outcome.reason}")
+    on = f", on {outcome.threads} intra-op thread" if outcome.threads else ""
+    say(f"quantize: kept {outcome.chosen.description}{on}: {outcome.reason}")
     chosen = dataclasses.replace(c, op_types=outcome.chosen.op_types,
                                  exclude_nodes=(*c.exclude_nodes, *outcome.chosen.exclude_nodes))
     return chosen, chosen.op_types_to_quantize(), outcome.to_report(budget, ctx.threads)

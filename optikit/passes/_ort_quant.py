@@ -359,6 +359,10 @@ def quantize_onnxruntime(config: OnnxRuntimeAutoConfig | OnnxRuntimeDynamicConfi
         c, ops, trial = layer_trial(config.trial_seconds, c, variant, ctx, source, prepared, ops, batches,
                                     build_layers)
         chosen.update({"trial": trial} if trial else {})
+        if trial and trial.get("intra_op_threads"):  # read by the runner (optikit.runners.OrtRunner)
+            chosen["runtime"] = {"intra_op_threads": trial["intra_op_threads"],
+                                 "reason": f"timed faster on {trial['intra_op_threads']} intra-op thread than on "
+                                           f"{ctx.threads} by quantize's trial on {trial['cpu']}"}
 
     def build(path: Path, exclude: list[str], only: list[str] | None = None) -> None:
         _quantize_file(c, prepared, path, ops, reduce_range, list(c.exclude_nodes) + exclude, only, batches)

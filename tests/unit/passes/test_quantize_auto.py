@@ -129,3 +129,34 @@ def test_no_trial_when_the_user_names_the_layers_or_turns_it_off(digits_onnx, mc
 def test_trial_seconds_is_bounded():
     with pytest.raises(ConfigError, match="trial_seconds"):
         make_pass("quantize:trial_seconds=-1")
+
+
+def test_with_several_threads_the_trial_also_times_each_layer_set_on_one_thread(digits_onnx, tmp_path):
+    ctx = PassContext(tmp_path, threads=2, seed=0)
+    q = make_pass("quantize:trial_seconds=0.05").run(digits_onnx, ctx)
+    rows = {c["name"]: c for c in q.report["trial"]["candidates"]}
+    assert len(rows) == 8 and rows["all@1-thread"]["threads"] == 1 and "threads" not in rows["all"]
+    cap = q.report["trial"].get("intra_op_threads")
+    if cap:  # the runner honours what the trial measured
+        from optikit.runners import load_runner
+
+        assert q.report["runtime"]["intra_op_threads"] == 1 and load_runner(q, threads=2).threads == 1
+    else:
+        assert "runtime" not in q.report
+
+
+def test_an_onnx_runner_uses_no_more_threads_than_the_variant_runs_fastest_with(digits_onnx):
+    import dataclasses
+
+    from optikit.runners import load_runner
+
+    capped = dataclasses.replace(digits_onnx, report={**digits_onnx.report, "runtime": {"intra_op_threads": 1}})
+    assert load_runner(capped, threads=2).threads == 1 and load_runner(capped, threads=2).info()["threads"] == 1
+    assert load_runner(digits_onnx, threads=2).threads == 2
+
+
+def test_choose_can_keep_a_layer_set_on_one_thread():
+    rows = [TrialRow("all", "all", 0.9, 0.0, {1: 0.8, 32: 0.8}),
+            TrialRow("all@1-thread", "all on 1 thread", 0.9, 0.0, {1: 1.2, 32: 1.6}, threads=1)]
+    best, _ = choose(rows, 0.01)
+    assert best.name == "all@1-thread" and best.threads == 1
