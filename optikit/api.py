@@ -547,3 +547,45 @@ def search_summary(outcome: SearchOutcome) -> str:
 
     saved = outcome.results.settings["search"]["config"]
     return summary(outcome, SearchConfig(max_loss=saved["max_loss"], objective=saved["objective"]))
+
+
+# Live traffic (`optikit serve`, `replay`, `report --live`): thin entries so the CLI and scripts reach the serving
+# package through this API; each imports it on call (it needs the `serve` extra).
+def serve_plan(modes: Mapping[str, str | None], options: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """The `ServePlan` for `--shadow V | --canary V | --ab V` and their options, and the candidate named (or None)."""
+    from optikit.serve.run import serve_plan as plan
+
+    return plan(modes, options)
+
+
+def serve(baseline: Variant, candidate: Variant | None, plan: Any, *, guardrails: Sequence[str] = (),
+          engine: str = "local", replicas: int = 1, address: str | None = None, echo: Any = print, warn: Any = print,
+          **config: Any) -> None:
+    """Serves `baseline` (and `candidate` per `plan`) over HTTP until interrupted; `config` holds `ServeConfig`'s
+    fields (host, port, log, log_inputs, max_batch, threads), `guardrails` NAME=VALUE items."""
+    from optikit.serve.app import ServeConfig
+    from optikit.serve.run import parse_guardrails, serve_local
+
+    if engine != "ray" and (replicas > 1 or address):
+        raise ConfigError("--replicas and --address need --engine ray")
+    limits, settings = parse_guardrails(guardrails), ServeConfig(**config)
+    if engine == "ray":
+        from optikit.serve.ray_engine import serve_on_ray
+
+        serve_on_ray(baseline, candidate, plan, limits, settings, replicas=replicas, address=address)
+        return
+    serve_local(baseline, candidate, plan, limits, settings, echo=echo, warn=warn)
+
+
+def replay(source: str | Path, url: str, **options: Any) -> Any:
+    """Sends a table's rows (or a serve log's logged inputs) to `url` at a fixed rate; returns the `ReplayStats`."""
+    from optikit.serve.replay import replay as run
+
+    return run(source, url, **options)
+
+
+def write_live_report(log: str | Path, out: str | Path) -> dict[str, Path]:
+    """The bench report (HTML, MD, JSON, CSV) of an `optikit serve` request log, written to `out`."""
+    from optikit.serve.live import write_live_report as write
+
+    return write(log, Path(out))

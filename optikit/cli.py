@@ -320,9 +320,7 @@ def report(results_path: Path | None, against: Path | None, out: Path | None, bu
     if live_log is not None:
         if results_path is not None or against is not None or budget is not None:
             raise ConfigError("--live takes the log alone: optikit report --live LOG [--out DIR]")
-        from optikit.serve.live import write_live_report
-
-        paths = write_live_report(live_log, require_output_dir(out if out is not None else api.default_report_dir()))
+        paths = api.write_live_report(live_log, require_output_dir(out if out is not None else api.default_report_dir()))
         click.echo(paths["md"].read_text(encoding="utf-8"))
         click.echo(str(paths["html"]))
         return
@@ -372,28 +370,19 @@ def serve(baseline: str, shadow: str | None, canary: str | None, ab: str | None,
           label_col: str | None, image_col: str | None, labels: str | None) -> None:
     """Serve BASELINE over HTTP (/predict, /feedback, /health, /metrics, /report), alone or with a candidate in
     shadow, canary or A/B mode; every answer is logged (--log) before it is sent."""
-    from optikit.serve.app import ServeConfig
-    from optikit.serve.run import parse_guardrails, serve_local, serve_plan
-
     if engine != "ray" and (replicas > 1 or address):
         raise ConfigError("--replicas and --address need --engine ray")
-    plan, candidate_spec = serve_plan({"shadow": shadow, "canary": canary, "ab": ab},
-                                      {"percent": percent, "ramp": ramp, "step_requests": step_requests,
-                                       "mirror_percent": mirror_percent, "bandit": bandit, "shadow_queue": shadow_queue})
-    guardrails = parse_guardrails(guardrail_items)
-    config = ServeConfig(host=host, port=port, log=log_target, log_inputs=log_inputs, max_batch=max_batch,
-                         threads=threads)
+    plan, candidate_spec = api.serve_plan({"shadow": shadow, "canary": canary, "ab": ab},
+                                          {"percent": percent, "ramp": ramp, "step_requests": step_requests,
+                                           "mirror_percent": mirror_percent, "bandit": bandit,
+                                           "shadow_queue": shadow_queue})
     keys = _data_keys(None, split_col, text_cols, label_col, image_col, labels)
     specs = [baseline] + ([candidate_spec] if candidate_spec else [])
     resolved = api.resolve_bench_models(specs, data, test_data, keys)
-    candidate = resolved[1] if len(resolved) > 1 else None
-    if engine == "ray":
-        from optikit.serve.ray_engine import serve_on_ray
-
-        serve_on_ray(resolved[0], candidate, plan, guardrails, config, replicas=replicas, address=address)
-        return
-    serve_local(resolved[0], candidate, plan, guardrails, config, echo=click.echo,
-                warn=lambda line: click.echo(line, err=True))
+    api.serve(resolved[0], resolved[1] if len(resolved) > 1 else None, plan, guardrails=guardrail_items,
+              engine=engine, replicas=replicas, address=address, echo=click.echo,
+              warn=lambda line: click.echo(line, err=True), host=host, port=port, log=log_target,
+              log_inputs=log_inputs, max_batch=max_batch, threads=threads)
 
 
 @cli.command()
@@ -415,9 +404,7 @@ def replay(source: str, url: str, rps: float, duration: float, text_cols: str | 
            feedback: bool, user_col: str | None, users: int, concurrency: int, loop: bool, seed: int) -> None:
     """Send a table's rows (or a request log's logged inputs) to `optikit serve` at a fixed rate, and stop by
     itself; only the --to URL is ever contacted."""
-    from optikit.serve.replay import replay as run_replay
-
-    stats = run_replay(source, url, rps=rps, duration=duration, text_cols=_split_cols(text_cols) or (),
+    stats = api.replay(source, url, rps=rps, duration=duration, text_cols=_split_cols(text_cols) or (),
                        label_col=label_col, feedback=feedback, user_col=user_col, users=users,
                        concurrency=concurrency, seed=seed, loop=loop)
     click.echo(stats.summary())

@@ -12,15 +12,14 @@ from optikit.models import Encoder
 from optikit.passes.base import make_pass
 from optikit.runners import OpenVinoRunner, load_runner
 from optikit.variant import Variant
+from tests.conftest import pass_context
 
 pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
 def rctx(tmp_path_factory: pytest.TempPathFactory):
-    from optikit.passes.base import PassContext
-
-    return PassContext(tmp_path_factory.mktemp("ovrunner"), threads=2, seed=0)
+    return pass_context(tmp_path_factory.mktemp("ovrunner"))
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ from optikit.errors import ConfigError, MissingDependencyError
 from optikit.models import Encoder, count_parameters, load_module, torch_forward
 from optikit.passes.base import make_pass, plan_chain
 from optikit.variant import Variant, load_variant
+from tests.conftest import pass_context
 
 pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
 def ovctx(tmp_path_factory: pytest.TempPathFactory):
-    from optikit.passes.base import PassContext
-
-    return PassContext(tmp_path_factory.mktemp("ovariants"), threads=2, seed=0)
+    return pass_context(tmp_path_factory.mktemp("ovariants"))
 
 
 @pytest.fixture(scope="module")
