@@ -208,15 +208,18 @@ def _serve_running() -> bool:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (`kill`, a process manager) stops the server the way Ctrl+C does, wherever it is blocked."""
+    """SIGTERM (`kill`, a process manager) and SIGINT stop the server the way Ctrl+C does, wherever it is blocked.
+    SIGINT is set explicitly too: a process started in the background by a non-interactive shell inherits it
+    ignored, and Python then leaves it ignored, so Ctrl+C's signal (or `kill -INT`) would never stop the server."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve_on_ray(baseline: Variant, candidate: Variant | None, plan: ServePlan, guardrails: Guardrails,
