@@ -558,6 +558,12 @@ def serve_plan(modes: Mapping[str, str | None], options: Mapping[str, Any]) -> t
     return plan(modes, options)
 
 
+def check_serve_engine(engine: str, replicas: int, address: str | None) -> None:
+    """Refuses Ray options without `engine="ray"`; the CLI calls it before any model is resolved."""
+    if engine != "ray" and (replicas > 1 or address):
+        raise ConfigError("--replicas and --address need --engine ray")
+
+
 def serve(baseline: Variant, candidate: Variant | None, plan: Any, *, guardrails: Sequence[str] = (),
           engine: str = "local", replicas: int = 1, address: str | None = None, echo: Any = print, warn: Any = print,
           **config: Any) -> None:
@@ -566,8 +572,7 @@ def serve(baseline: Variant, candidate: Variant | None, plan: Any, *, guardrails
     from optikit.serve.app import ServeConfig
     from optikit.serve.run import parse_guardrails, serve_local
 
-    if engine != "ray" and (replicas > 1 or address):
-        raise ConfigError("--replicas and --address need --engine ray")
+    check_serve_engine(engine, replicas, address)
     limits, settings = parse_guardrails(guardrails), ServeConfig(**config)
     if engine == "ray":
         from optikit.serve.ray_engine import serve_on_ray

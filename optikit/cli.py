@@ -370,8 +370,7 @@ def serve(baseline: str, shadow: str | None, canary: str | None, ab: str | None,
           label_col: str | None, image_col: str | None, labels: str | None) -> None:
     """Serve BASELINE over HTTP (/predict, /feedback, /health, /metrics, /report), alone or with a candidate in
     shadow, canary or A/B mode; every answer is logged (--log) before it is sent."""
-    if engine != "ray" and (replicas > 1 or address):
-        raise ConfigError("--replicas and --address need --engine ray")
+    api.check_serve_engine(engine, replicas, address)
     plan, candidate_spec = api.serve_plan({"shadow": shadow, "canary": canary, "ab": ab},
                                           {"percent": percent, "ramp": ramp, "step_requests": step_requests,
                                            "mirror_percent": mirror_percent, "bandit": bandit,

@@ -84,7 +84,6 @@ class OrtRunner(Runner):
 
         # A variant may run fastest on fewer threads than offered (quantize's trial measured it): use no more.
         cap = int((variant.report.get("runtime") or {}).get("intra_op_threads") or threads)
-        self.threads_offered = threads
         threads = max(1, min(threads, cap))
         super().__init__(variant, threads, device)
         options = ort.SessionOptions()

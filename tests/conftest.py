@@ -135,10 +135,10 @@ def variants_dir(tmp_path: Path) -> Path:
     return tmp_path / "variants"
 
 
-def pass_context(workdir: Path):
+def pass_context(workdir: Path, threads: int = 2):
     from optikit.passes.base import PassContext
 
-    return PassContext(workdir, threads=2, seed=0)
+    return PassContext(workdir, threads=threads, seed=0)
 
 
 @pytest.fixture

@@ -128,9 +128,10 @@ def evaluate(rules: tuple[GateRule, ...], groups: Mapping[str, Results]) -> list
     """One outcome per rule, over every group (the group name is added only when there are several)."""
     outcomes = []
     for rule in rules:
-        applies = {g: res for g, res in groups.items() if _cpu_skips(rule, res) is None}
+        skips = {g: _cpu_skips(rule, res) for g, res in groups.items()}
+        applies = {g: res for g, res in groups.items() if skips[g] is None}
         if not applies:
-            outcomes.append(RuleOutcome(rule.name, True, _cpu_skips(rule, next(iter(groups.values()))) or "skipped"))
+            outcomes.append(RuleOutcome(rule.name, True, next(iter(skips.values())) or "skipped"))
             continue
         failures = [f for g, res in applies.items() for f in _check(rule, g if len(groups) > 1 else "", res)]
         if getattr(rule, "advisory", False):

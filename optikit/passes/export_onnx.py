@@ -172,31 +172,38 @@ def compare_logits(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.size else 1.0}
 
 
-def check_agreement(reference: np.ndarray, exported: np.ndarray, config: ExportOnnxConfig,
-                    source: str) -> dict[str, float]:
-    """max |Δlogit| and prediction agreement of an export against its source; PassError beyond the config's bounds."""
+def check_agreement(reference: np.ndarray, exported: np.ndarray, config: Any, source: str,
+                    what: str = "the ONNX export", option: str = "export-onnx") -> dict[str, float]:
+    """max |Δlogit| and prediction agreement of an export against its source; PassError beyond the bounds of
+    `config` (its `tolerance` and `min_agreement`)."""
     check = compare_logits(reference, exported)
     if check["max_abs_diff"] > config.tolerance or check["agreement"] < config.min_agreement:
-        raise PassError(f"the ONNX export differs from {source}: max |Δlogit| {check['max_abs_diff']:.2e} "
+        raise PassError(f"{what} differs from {source}: max |Δlogit| {check['max_abs_diff']:.2e} "
                         f"(tolerance {config.tolerance:g}), agreement {check['agreement']:.3f}; raise "
-                        "export-onnx:tolerance=… only if that difference is acceptable")
+                        f"{option}:tolerance=… only if that difference is acceptable")
     return check
+
+
+def source_and_export_logits(source: Variant, exported: Any, ctx: PassContext) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of `source` and of `exported` (a runner) on the first validation examples, batch by batch."""
+    from optikit.runners import load_runner
+
+    data = ctx.split(source, "validation")
+    data = data.take(list(range(min(VALIDATION_EXAMPLES, len(data)))))
+    ref_runner = load_runner(source, ctx.threads)
+    ref, new = [], []
+    for feeds in Encoder(source).batches(data, 16):
+        ref.append(ref_runner.logits(feeds))
+        new.append(exported.logits(feeds))
+    return np.concatenate(ref), np.concatenate(new)
 
 
 def validate_against(source: Variant, exported: Variant, ctx: PassContext, config: ExportOnnxConfig) -> dict[str, float]:
     """Runs source and export on validation examples; returns max |Δlogit| and agreement, or raises PassError."""
     from optikit.runners import load_runner
 
-    data = ctx.split(source, "validation")
-    data = data.take(list(range(min(VALIDATION_EXAMPLES, len(data)))))
-    encoder = Encoder(source)
-    ref_runner = load_runner(source, ctx.threads)
-    new_runner = load_runner(exported, ctx.threads)
-    ref, new = [], []
-    for feeds in encoder.batches(data, 16):
-        ref.append(ref_runner.logits(feeds))
-        new.append(new_runner.logits(feeds))
-    return check_agreement(np.concatenate(ref), np.concatenate(new), config, source.name)
+    reference, logits = source_and_export_logits(source, load_runner(exported, ctx.threads), ctx)
+    return check_agreement(reference, logits, config, source.name)
 
 
 def optimize_graph(path: Path, level: str, threads: int) -> None:

@@ -18,11 +18,12 @@ from optikit.errors import ConfigError, MissingDependencyError, PassError
 from optikit.models import RUNTIME_QUANTIZATION, Encoder, copy_processor, load_module
 from optikit.passes.base import Pass, PassContext, PassOutput
 from optikit.passes.export_onnx import (
-    VALIDATION_EXAMPLES,
     _forward_order,
     _LogitsOnly,
+    check_agreement,
     compare_logits,
     returns_model_output,
+    source_and_export_logits,
 )
 from optikit.variant import Format, Variant
 
@@ -163,24 +164,14 @@ def quantize_int8(model: Any, variant: Variant, ctx: PassContext, config: Export
 def validate_openvino(source: Variant, exported: Variant, ctx: PassContext,
                       config: ExportOpenVinoConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Source vs IR on validation examples: (max |Δlogit| and agreement, the runner's info); fp32 must agree."""
-    from optikit.runners import OpenVinoRunner, load_runner
+    from optikit.runners import OpenVinoRunner
 
-    data = ctx.split(source, "validation")
-    data = data.take(list(range(min(VALIDATION_EXAMPLES, len(data)))))
-    encoder = Encoder(source)
-    ref_runner, new_runner = load_runner(source, ctx.threads), OpenVinoRunner(exported, ctx.threads)
-    ref, new = [], []
-    for feeds in encoder.batches(data, 16):
-        ref.append(ref_runner.logits(feeds))
-        new.append(new_runner.logits(feeds))
-    check = compare_logits(np.concatenate(ref), np.concatenate(new))
+    runner = OpenVinoRunner(exported, ctx.threads)
+    reference, logits = source_and_export_logits(source, runner, ctx)
     # bf16 and int8 change the logits by design: their differences are recorded, and int8 has max_loss.
-    if config.precision == "fp32" and (check["max_abs_diff"] > config.tolerance
-                                       or check["agreement"] < config.min_agreement):
-        raise PassError(f"the OpenVINO model differs from {source.name}: max |Δlogit| {check['max_abs_diff']:.2e} "
-                        f"(tolerance {config.tolerance:g}), agreement {check['agreement']:.3f}; raise "
-                        "export-openvino:tolerance=… only if that difference is acceptable")
-    return check, new_runner.info()
+    check = (check_agreement(reference, logits, config, source.name, "the OpenVINO model", "export-openvino")
+             if config.precision == "fp32" else compare_logits(reference, logits))
+    return check, runner.info()
 
 
 class ExportOpenVino(Pass):

@@ -18,11 +18,12 @@ from optikit.passes._ort_auto import (
 )
 from optikit.passes.base import PassContext, make_pass
 from optikit.variant import Variant
+from tests.conftest import pass_context
 
 
 @pytest.fixture(scope="module")
 def mctx(tmp_path_factory: pytest.TempPathFactory) -> PassContext:
-    return PassContext(tmp_path_factory.mktemp("autovariants"), threads=1, seed=0)
+    return pass_context(tmp_path_factory.mktemp("autovariants"), threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_trial_seconds_is_bounded():
 
 
 def test_with_several_threads_the_trial_also_times_each_layer_set_on_one_thread(digits_onnx, tmp_path):
-    ctx = PassContext(tmp_path, threads=2, seed=0)
+    ctx = pass_context(tmp_path)
     q = make_pass("quantize:trial_seconds=0.05").run(digits_onnx, ctx)
     rows = {c["name"]: c for c in q.report["trial"]["candidates"]}
     assert len(rows) == 8 and rows["all@1-thread"]["threads"] == 1 and "threads" not in rows["all"]

@@ -15,6 +15,7 @@ from optikit.models import RUNTIME_QUANTIZATION, Encoder, apply_runtime_quantiza
 from optikit.passes.base import PassContext, make_pass
 from optikit.runners import load_runner
 from optikit.variant import Variant
+from tests.conftest import pass_context
 
 needs_inc = pytest.mark.skipif(importlib.util.find_spec("neural_compressor") is None,
                                reason="neural-compressor not installed (pip install 'optikit[inc]')")
@@ -22,7 +23,7 @@ needs_inc = pytest.mark.skipif(importlib.util.find_spec("neural_compressor") is 
 
 @pytest.fixture(scope="module")
 def inc_ctx(tmp_path_factory: pytest.TempPathFactory) -> PassContext:
-    return PassContext(tmp_path_factory.mktemp("inc"), threads=2, seed=0)
+    return pass_context(tmp_path_factory.mktemp("inc"))
 
 
 @pytest.fixture(scope="module")
